@@ -1,0 +1,78 @@
+//! boxlite-guest: the agent inside every box.
+//!
+//! It runs as `/init` (PID 1) of the initramfs: it mounts the pseudo file systems, reaps
+//! orphaned children, and serves the `boxlite.agent.v1` ttrpc services on a vsock port. Its
+//! log goes to the console, which the host keeps as the box's `console.log`.
+
+mod pid1;
+mod service;
+mod vsock;
+
+use std::sync::Arc;
+
+use boxlite_protocol::{AGENT_VSOCK_PORT, CMDLINE_AGENT_PORT};
+
+macro_rules! log {
+    ($($arg:tt)*) => { eprintln!("boxlite-guest: {}", format_args!($($arg)*)) };
+}
+pub(crate) use log;
+
+fn main() {
+    let is_pid1 = std::process::id() == 1;
+    if is_pid1 {
+        if let Err(e) = pid1::setup() {
+            // Without /proc, /dev and the console there is nothing useful to do; the host sees
+            // no agent and reports the console tail, which holds this line.
+            log!("early setup failed: {e}");
+            pid1::power_off();
+        }
+    }
+
+    let port = agent_port_from_cmdline().unwrap_or(AGENT_VSOCK_PORT);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("cannot start the async runtime: {e}");
+            if is_pid1 {
+                pid1::power_off();
+            }
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        if is_pid1 {
+            tokio::spawn(pid1::reap_children());
+        }
+        serve(port, is_pid1).await
+    });
+    if let Err(e) = result {
+        log!("agent stopped: {e}");
+    }
+    if is_pid1 {
+        pid1::power_off();
+    }
+}
+
+async fn serve(port: u32, is_pid1: bool) -> std::io::Result<()> {
+    let listener = vsock::listen(port)?;
+    let guest = Arc::new(service::GuestService::new(is_pid1));
+    let services = boxlite_protocol::agent_ttrpc::create_guest(guest);
+    let mut server = ttrpc::asynchronous::Server::new()
+        .add_listener(listener)
+        .register_service(services);
+    server.start().await.map_err(|e| std::io::Error::other(format!("ttrpc server start: {e}")))?;
+    log!("serving ttrpc on vsock port {port}");
+    // The server runs on its own tasks; this task only has to stay alive.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// `boxlite.port=N` on the kernel command line, if present and valid.
+fn agent_port_from_cmdline() -> Option<u32> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    let prefix = format!("{CMDLINE_AGENT_PORT}=");
+    cmdline
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+}

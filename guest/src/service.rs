@@ -1,0 +1,72 @@
+//! The `boxlite.agent.v1.Guest` service.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest, ShutdownResponse};
+use boxlite_protocol::agent_ttrpc::Guest;
+use ttrpc::asynchronous::TtrpcContext;
+
+use crate::log;
+
+/// How long Shutdown waits after answering before it powers off, so that the response leaves
+/// the guest before the VM disappears.
+const POWER_OFF_DELAY: Duration = Duration::from_millis(20);
+
+pub struct GuestService {
+    /// Only PID 1 may power the machine off; run elsewhere (for debugging) it just exits.
+    is_pid1: bool,
+    first_ping_uptime_us: OnceLock<u64>,
+}
+
+impl GuestService {
+    pub fn new(is_pid1: bool) -> Self {
+        Self { is_pid1, first_ping_uptime_us: OnceLock::new() }
+    }
+}
+
+/// CLOCK_BOOTTIME in microseconds: time since the guest kernel started.
+fn uptime_us() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000,
+        Err(_) => 0,
+    }
+}
+
+#[async_trait::async_trait]
+impl Guest for GuestService {
+    async fn ping(&self, _ctx: &TtrpcContext, _req: PingRequest) -> ttrpc::Result<PingResponse> {
+        let now = uptime_us();
+        let first = *self.first_ping_uptime_us.get_or_init(|| {
+            log!("first ping at {:.3} s of guest uptime", now as f64 / 1e6);
+            now
+        });
+        let uname = nix::sys::utsname::uname().map_err(|e| {
+            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INTERNAL, format!("uname: {e}")))
+        })?;
+        Ok(PingResponse {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: uname.release().to_string_lossy().into_owned(),
+            kernel_version: uname.version().to_string_lossy().into_owned(),
+            first_ping_uptime_us: first,
+            uptime_us: now,
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<ShutdownResponse> {
+        log!("shutdown requested: syncing file systems");
+        // Sync before answering: once the host has the response, the data is on the disks.
+        tokio::task::spawn_blocking(nix::unistd::sync).await.ok();
+        let is_pid1 = self.is_pid1;
+        tokio::spawn(async move {
+            tokio::time::sleep(POWER_OFF_DELAY).await;
+            log!("powering off");
+            if is_pid1 {
+                crate::pid1::power_off();
+            }
+            std::process::exit(0);
+        });
+        Ok(ShutdownResponse::default())
+    }
+}

@@ -1,0 +1,26 @@
+//! The boxlite host <-> guest protocol: messages and async ttrpc stubs generated at build
+//! time from `proto/agent.proto` (package `boxlite.agent.v1`), plus the constants both sides
+//! must agree on.
+
+/// Messages of `boxlite.agent.v1`.
+#[allow(clippy::all, dead_code, missing_docs, non_camel_case_types, non_snake_case, non_upper_case_globals, trivial_casts, unused_results, unused_mut, unused_imports)]
+pub mod agent {
+    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+}
+
+/// The async ttrpc client (`GuestClient`) and server trait (`Guest`) of `boxlite.agent.v1`.
+#[allow(clippy::all, dead_code, missing_docs, non_camel_case_types, non_snake_case, unused_imports)]
+pub mod agent_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+}
+
+/// The vsock port the agent serves ttrpc on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// Kernel command-line key that overrides [`AGENT_VSOCK_PORT`] (`boxlite.port=N`).
+pub const CMDLINE_AGENT_PORT: &str = "boxlite.port";
+
+/// The largest write the guest puts on a vsock stream in one call. vhost-device-vsock 0.3
+/// rejects the multi-buffer packets Linux 6.12 builds for writes above 32 KiB, and the
+/// stream then stalls silently; 16 KiB writes always travel as linear packets.
+pub const GUEST_VSOCK_MAX_WRITE: usize = 16 * 1024;

@@ -1,0 +1,14 @@
+//! boxlite: embeddable micro-VM sandboxes ("boxes") for applications and AI agents.
+//!
+//! Layers, top to bottom: `ffi` (the C ABI), `runtime` (the Rust core). The per-box
+//! `boxlite-shim` executable (src/shim/) and the in-guest agent (guest/) live in their own
+//! crates and share the VM spec and protocol defined here and in `boxlite-protocol`.
+
+pub mod ffi;
+pub mod runtime;
+
+pub use runtime::engine::{EngineChoice, EngineKind, HostVirtualization};
+pub use runtime::error::{Error, Result};
+pub use runtime::spec::{DiskSpec, VmSpec};
+pub use runtime::vm::{BootTimings, Vm, VmOptions};
+pub use boxlite_protocol::agent::PingResponse;

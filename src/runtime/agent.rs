@@ -1,0 +1,79 @@
+//! The host side of the guest protocol: connecting to the agent through the engine's vsock
+//! socket and calling it over ttrpc. Everything the agent sends is untrusted: ttrpc bounds
+//! each frame (4 MiB), the handshake line is bounded here, and every call has a deadline.
+
+use std::time::Duration;
+
+use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest};
+use boxlite_protocol::agent_ttrpc::GuestClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::runtime::spec::HostToGuestEndpoint;
+
+/// Longest reply to `CONNECT <port>` we read (`OK <u32>\n` fits many times over).
+const MAX_HANDSHAKE_REPLY: usize = 64;
+
+/// A ttrpc connection to one guest agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    guest: GuestClient,
+}
+
+impl AgentClient {
+    /// Connects to the agent's port. Fails fast (rather than hanging) when the guest is not
+    /// listening yet, so that callers can retry until their deadline.
+    pub async fn connect(endpoint: &HostToGuestEndpoint, timeout: Duration) -> Result<AgentClient, String> {
+        let connect = async {
+            let mut stream = UnixStream::connect(&endpoint.socket)
+                .await
+                .map_err(|e| format!("connect {}: {e}", endpoint.socket.display()))?;
+            if let Some(line) = &endpoint.connect_line {
+                stream.write_all(line.as_bytes()).await.map_err(|e| format!("send {line:?}: {e}"))?;
+                let reply = read_line(&mut stream).await?;
+                if !reply.starts_with("OK ") {
+                    return Err(format!("vsock backend answered {reply:?} to {:?}", line.trim_end()));
+                }
+            }
+            let socket = ttrpc::asynchronous::transport::Socket::new(stream);
+            Ok(AgentClient { guest: GuestClient::new(ttrpc::asynchronous::Client::new(socket)) })
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer from {} within {timeout:?}", endpoint.socket.display())))
+    }
+
+    pub async fn ping(&self, timeout: Duration) -> Result<PingResponse, String> {
+        self.guest
+            .ping(context(timeout), &PingRequest::default())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), String> {
+        self.guest
+            .shutdown(context(timeout), &ShutdownRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn context(timeout: Duration) -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(timeout.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// Reads one `\n`-terminated line byte by byte: whatever follows belongs to ttrpc.
+async fn read_line(stream: &mut UnixStream) -> Result<String, String> {
+    let mut line = Vec::with_capacity(16);
+    loop {
+        let byte = stream.read_u8().await.map_err(|e| format!("reading the vsock handshake: {e}"))?;
+        if byte == b'\n' {
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        if line.len() == MAX_HANDSHAKE_REPLY {
+            return Err(format!("vsock handshake reply longer than {MAX_HANDSHAKE_REPLY} bytes"));
+        }
+        line.push(byte);
+    }
+}

@@ -1,0 +1,265 @@
+//! Engines (VMMs) and how one is chosen for this host.
+//!
+//! krun (libkrun, linked into boxlite-shim) needs hardware virtualisation; qemu runs
+//! everywhere, with `-accel kvm` where hardware KVM is usable and TCG emulation elsewhere.
+//! Both boot the same kernel, initramfs and agent.
+
+pub mod qemu;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::error::{Error, Result};
+
+/// Environment variable that overrides the engine choice: `auto`, `krun` or `qemu`.
+pub const ENGINE_ENV: &str = "BOXLITE_ENGINE";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Krun,
+    Qemu,
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EngineKind::Krun => "krun",
+            EngineKind::Qemu => "qemu",
+        })
+    }
+}
+
+/// What the caller asked for; [`EngineChoice::resolve`] turns it into an engine for this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    #[default]
+    Auto,
+    Krun,
+    Qemu,
+}
+
+impl FromStr for EngineChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(EngineChoice::Auto),
+            "krun" => Ok(EngineChoice::Krun),
+            "qemu" => Ok(EngineChoice::Qemu),
+            other => Err(Error::InvalidOption {
+                field: "engine",
+                reason: format!("{other:?} is not an engine; use auto, krun or qemu"),
+            }),
+        }
+    }
+}
+
+impl EngineChoice {
+    /// The choice from `BOXLITE_ENGINE`, which overrides `requested` when set.
+    pub fn with_env_override(requested: EngineChoice) -> Result<EngineChoice> {
+        match std::env::var(ENGINE_ENV) {
+            Ok(value) if !value.trim().is_empty() => value.parse().map_err(|_| Error::InvalidOption {
+                field: "engine",
+                reason: format!("{ENGINE_ENV}={value:?} is not an engine; use auto, krun or qemu"),
+            }),
+            _ => Ok(requested),
+        }
+    }
+
+    /// Picks the engine for a host. Asking for krun where it cannot run fails here, at once,
+    /// with the reason and the alternative, instead of timing out in a guest that never boots.
+    pub fn resolve(self, host: &HostVirtualization) -> Result<EngineKind> {
+        match self {
+            EngineChoice::Qemu => Ok(EngineKind::Qemu),
+            EngineChoice::Auto if host.hardware_kvm() => Ok(EngineKind::Krun),
+            EngineChoice::Auto => Ok(EngineKind::Qemu),
+            EngineChoice::Krun if host.hardware_kvm() => Ok(EngineKind::Krun),
+            EngineChoice::Krun => Err(Error::EngineUnavailable {
+                engine: EngineKind::Krun,
+                reason: host.why_no_hardware_kvm(),
+                fix: format!(
+                    "Use the qemu engine instead ({ENGINE_ENV}=qemu, or leave the engine on auto, which picks qemu with TCG emulation here)"
+                ),
+            }),
+        }
+    }
+}
+
+/// What the host offers for running VMs, read from /dev/kvm, /sys/module and /proc/cpuinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVirtualization {
+    /// /dev/kvm exists and opens read-write for this user.
+    pub kvm_device_usable: bool,
+    /// Why /dev/kvm did not open, if it did not.
+    pub kvm_device_error: Option<String>,
+    /// /dev/kvm is provided by the PVM hypervisor module (`kvm_pvm`), which cannot run a
+    /// standard guest kernel.
+    pub kvm_pvm: bool,
+    /// A hardware KVM backend is loaded (`kvm_intel` or `kvm_amd`).
+    pub kvm_hardware_module: Option<String>,
+    /// The CPU advertises hardware virtualisation (`vmx` or `svm`).
+    pub cpu_virtualization_flag: Option<String>,
+}
+
+impl HostVirtualization {
+    pub fn detect() -> HostVirtualization {
+        Self::detect_at(Path::new("/"))
+    }
+
+    /// Detection against another root (tests use a fake /sys and /proc).
+    pub fn detect_at(root: &Path) -> HostVirtualization {
+        let kvm = root.join("dev/kvm");
+        let (kvm_device_usable, kvm_device_error) =
+            match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
+                Ok(_) => (true, None),
+                Err(e) => (false, Some(format!("{}: {e}", kvm.display()))),
+            };
+        let module = |name: &str| root.join("sys/module").join(name).exists();
+        let kvm_hardware_module = ["kvm_intel", "kvm_amd"].into_iter().find(|m| module(m)).map(String::from);
+        let cpuinfo = std::fs::read_to_string(root.join("proc/cpuinfo")).unwrap_or_default();
+        let cpu_virtualization_flag = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .flat_map(|l| l.split_whitespace())
+            .find(|f| *f == "vmx" || *f == "svm")
+            .map(String::from);
+        HostVirtualization {
+            kvm_device_usable,
+            kvm_device_error,
+            kvm_pvm: module("kvm_pvm"),
+            kvm_hardware_module,
+            cpu_virtualization_flag,
+        }
+    }
+
+    /// Hardware KVM that can run a standard guest kernel.
+    pub fn hardware_kvm(&self) -> bool {
+        self.kvm_device_usable
+            && !self.kvm_pvm
+            && self.kvm_hardware_module.is_some()
+            && self.cpu_virtualization_flag.is_some()
+    }
+
+    pub fn why_no_hardware_kvm(&self) -> String {
+        let mut reasons = Vec::new();
+        if self.kvm_pvm {
+            reasons.push(
+                "/dev/kvm is provided by kvm_pvm (a PVM hypervisor), which cannot run a standard guest kernel"
+                    .to_string(),
+            );
+        }
+        if !self.kvm_device_usable {
+            reasons.push(match &self.kvm_device_error {
+                Some(e) => format!("/dev/kvm is not usable ({e})"),
+                None => "/dev/kvm is not usable".to_string(),
+            });
+        }
+        if self.cpu_virtualization_flag.is_none() {
+            reasons.push("the CPU reports no vmx/svm flag in /proc/cpuinfo".to_string());
+        }
+        if self.kvm_hardware_module.is_none() {
+            reasons.push("neither kvm_intel nor kvm_amd is loaded".to_string());
+        }
+        if reasons.is_empty() {
+            "hardware KVM is available".to_string()
+        } else {
+            reasons.join("; ")
+        }
+    }
+}
+
+/// The kernel command line for an engine. `quiet` and the TCG-only tunings come from
+/// measurements on a TCG host (see docs/boot.md); `panic=-1` turns an agent crash into an
+/// immediate VM exit instead of a hang.
+pub fn kernel_cmdline(engine: EngineKind, hardware_acceleration: bool, agent_port: u32, extra: &str) -> String {
+    let mut args: Vec<String> = vec!["quiet".into(), "panic=-1".into(), "rdinit=/init".into()];
+    match engine {
+        EngineKind::Qemu => {
+            args.extend(["console=ttyS0", "reboot=t", "noreplace-smp"].map(String::from));
+            if !hardware_acceleration {
+                // Under TCG: skip local APIC timer calibration (~370 ms), and hand the kernel the
+                // TSC frequency so that its PIT calibration cannot fail and fall back to jiffies.
+                args.push("noapictimer".into());
+                if let Some(khz) = host_tsc_khz() {
+                    args.push(format!("tsc_early_khz={khz}"));
+                    // Loops per jiffy for the default HZ=250, skipping delay-loop calibration.
+                    args.push(format!("lpj={}", khz * 1000 / 250));
+                }
+            }
+        }
+        EngineKind::Krun => args.extend(["console=hvc0", "reboot=k"].map(String::from)),
+    }
+    if agent_port != boxlite_protocol::AGENT_VSOCK_PORT {
+        args.push(format!("{}={agent_port}", boxlite_protocol::CMDLINE_AGENT_PORT));
+    }
+    let mut line = args.join(" ");
+    if !extra.trim().is_empty() {
+        line.push(' ');
+        line.push_str(extra.trim());
+    }
+    line
+}
+
+/// The host's TSC frequency in kHz, which TCG passes through to the guest's TSC.
+fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_host(pvm: bool, hw_module: Option<&str>, flag: Option<&str>) -> HostVirtualization {
+        HostVirtualization {
+            kvm_device_usable: true,
+            kvm_device_error: None,
+            kvm_pvm: pvm,
+            kvm_hardware_module: hw_module.map(String::from),
+            cpu_virtualization_flag: flag.map(String::from),
+        }
+    }
+
+    #[test]
+    fn pvm_host_gets_qemu_on_auto_and_an_explanation_for_krun() {
+        let host = fake_host(true, None, None);
+        assert_eq!(EngineChoice::Auto.resolve(&host).unwrap(), EngineKind::Qemu);
+        let err = EngineChoice::Krun.resolve(&host).unwrap_err().to_string();
+        assert!(err.contains("kvm_pvm"), "{err}");
+        assert!(err.contains("vmx/svm"), "{err}");
+        assert!(err.contains("BOXLITE_ENGINE=qemu"), "{err}");
+    }
+
+    #[test]
+    fn hardware_host_gets_krun_on_auto() {
+        let host = fake_host(false, Some("kvm_intel"), Some("vmx"));
+        assert!(host.hardware_kvm());
+        assert_eq!(EngineChoice::Auto.resolve(&host).unwrap(), EngineKind::Krun);
+        assert_eq!(EngineChoice::Qemu.resolve(&host).unwrap(), EngineKind::Qemu);
+    }
+
+    #[test]
+    fn detection_reads_sys_module_and_cpuinfo() {
+        let root = std::env::temp_dir().join(format!("boxlite-detect-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sys/module/kvm_pvm")).unwrap();
+        std::fs::create_dir_all(root.join("proc")).unwrap();
+        std::fs::write(root.join("proc/cpuinfo"), "flags\t: fpu sse hypervisor\n").unwrap();
+        let host = HostVirtualization::detect_at(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(host.kvm_pvm);
+        assert!(!host.kvm_device_usable);
+        assert_eq!(host.cpu_virtualization_flag, None);
+        assert!(!host.hardware_kvm());
+    }
+
+    #[test]
+    fn engine_names_parse() {
+        assert_eq!("QEMU".parse::<EngineChoice>().unwrap(), EngineChoice::Qemu);
+        assert_eq!("".parse::<EngineChoice>().unwrap(), EngineChoice::Auto);
+        assert!("firecracker".parse::<EngineChoice>().unwrap_err().to_string().contains("auto, krun or qemu"));
+    }
+}

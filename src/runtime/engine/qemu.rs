@@ -1,0 +1,115 @@
+//! The qemu engine's command lines: `qemu-system-x86_64 -M microvm` with virtio-mmio devices,
+//! and `vhost-device-vsock` as its vsock backend. The shim runs both; building the argv here
+//! keeps it testable without a VM.
+
+use std::ffi::OsString;
+
+use crate::runtime::spec::{DiskFormat, VmSpec, GUEST_CID};
+
+/// Arguments for vhost-device-vsock serving this VM's vsock.
+pub fn vhost_vsock_args(spec: &VmSpec) -> Vec<OsString> {
+    vec![
+        "--guest-cid".into(),
+        GUEST_CID.to_string().into(),
+        "--socket".into(),
+        spec.vhost_user_socket().into(),
+        "--uds-path".into(),
+        spec.vsock_socket().into(),
+    ]
+}
+
+/// Arguments for qemu-system-x86_64.
+pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    let memory = format!("{}M", spec.memory_mib);
+    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // microvm: virtio-mmio only, no PCI, no firmware tables to build. vhost-user needs the
+    // guest RAM in a shared memfd, else the backend cannot reach the rings and vsock is dead.
+    push(&["-M", "microvm,acpi=off,memory-backend=mem"]);
+    push(&["-accel", if spec.hardware_acceleration { "kvm" } else { "tcg" }]);
+    if spec.hardware_acceleration {
+        push(&["-cpu", "host"]);
+    }
+    push(&["-object", &format!("memory-backend-memfd,id=mem,size={memory},share=on")]);
+    push(&["-m", &memory, "-smp", &spec.vcpus.to_string()]);
+    push(&["-chardev", &format!("file,id=console,path={}", spec.console_log().display())]);
+    push(&["-serial", "chardev:console"]);
+    push(&["-kernel", &spec.kernel.to_string_lossy()]);
+    push(&["-initrd", &spec.initramfs.to_string_lossy()]);
+    push(&["-append", &spec.cmdline]);
+    push(&["-chardev", &format!("socket,id=vsock,path={}", spec.vhost_user_socket().display())]);
+    push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+    for disk in &spec.disks {
+        let format = match disk.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        };
+        let read_only = if disk.read_only { "on" } else { "off" };
+        push(&[
+            "-drive",
+            &format!(
+                "id={},file={},format={format},if=none,read-only={read_only},cache=unsafe",
+                disk.id,
+                disk.path.display()
+            ),
+        ]);
+        push(&["-device", &format!("virtio-blk-device,drive={},serial={}", disk.id, disk.id)]);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::engine::EngineKind;
+    use crate::runtime::spec::DiskSpec;
+    use std::path::PathBuf;
+
+    fn spec(hw: bool) -> VmSpec {
+        VmSpec {
+            engine: EngineKind::Qemu,
+            hardware_acceleration: hw,
+            kernel: "/k/vmlinux".into(),
+            initramfs: "/k/initramfs.cpio".into(),
+            cmdline: "quiet console=ttyS0".into(),
+            vcpus: 2,
+            memory_mib: 256,
+            disks: vec![DiskSpec { id: "root".into(), path: PathBuf::from("/b/root.qcow2"), format: DiskFormat::Qcow2, read_only: false }],
+            host_to_guest_ports: vec![1024],
+            run_dir: "/b".into(),
+            qemu: None,
+            vhost_vsock: None,
+            detached: false,
+        }
+    }
+
+    fn joined(args: Vec<OsString>) -> String {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn tcg_microvm_with_shared_memory_and_vsock() {
+        let line = joined(qemu_args(&spec(false)));
+        assert!(line.contains("-M microvm,acpi=off,memory-backend=mem"), "{line}");
+        assert!(line.contains("-accel tcg"), "{line}");
+        assert!(!line.contains("-cpu host"), "{line}");
+        assert!(line.contains("memory-backend-memfd,id=mem,size=256M,share=on"), "{line}");
+        assert!(line.contains("-device vhost-user-vsock-device,chardev=vsock"), "{line}");
+        assert!(line.contains("-append quiet console=ttyS0"), "{line}");
+        assert!(line.contains("file=/b/root.qcow2,format=qcow2"), "{line}");
+        assert!(line.contains("path=/b/console.log"), "{line}");
+    }
+
+    #[test]
+    fn kvm_when_hardware_acceleration() {
+        let line = joined(qemu_args(&spec(true)));
+        assert!(line.contains("-accel kvm -cpu host"), "{line}");
+    }
+
+    #[test]
+    fn vhost_backend_uses_the_box_sockets() {
+        let line = joined(vhost_vsock_args(&spec(false)));
+        assert_eq!(line, "--guest-cid 3 --socket /b/vhost-vsock.sock --uds-path /b/vsock.sock");
+    }
+}

@@ -1,0 +1,50 @@
+//! The one error type of the boxlite crate. Every variant names the operation, the cause and,
+//! where there is one, the fix.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runtime::engine::EngineKind;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The requested engine cannot run on this host (e.g. krun without hardware KVM).
+    #[error("the {engine} engine cannot run on this host: {reason}. {fix}")]
+    EngineUnavailable { engine: EngineKind, reason: String, fix: String },
+
+    /// A value in the options or spec is out of range or malformed.
+    #[error("invalid {field}: {reason}")]
+    InvalidOption { field: &'static str, reason: String },
+
+    /// A helper (shim, kernel, initramfs, qemu, vsock backend) could not be found.
+    #[error("cannot find {what}: looked in {searched}. {fix}")]
+    HelperNotFound { what: &'static str, searched: String, fix: String },
+
+    /// A file system or process operation on the host failed.
+    #[error("{op}: {source}")]
+    Io { op: String, #[source] source: std::io::Error },
+
+    /// The shim exited before or while the VM was in use.
+    #[error("the box's shim exited ({status}); last lines of {log}:\n{log_tail}\nlast lines of {console}:\n{console_tail}")]
+    ShimExited { status: String, log: PathBuf, log_tail: String, console: PathBuf, console_tail: String },
+
+    /// The shim reported an error before the VM started.
+    #[error("the shim could not start the VM: {message}")]
+    ShimFailed { message: String },
+
+    /// The guest agent did not answer within the boot deadline.
+    #[error("the guest agent did not answer within {timeout:?} (last attempt: {last_error}); last lines of {console}:\n{console_tail}")]
+    AgentTimeout { timeout: Duration, last_error: String, console: PathBuf, console_tail: String },
+
+    /// A call to the guest agent failed.
+    #[error("agent call {rpc} failed: {cause}")]
+    Agent { rpc: &'static str, cause: String },
+}
+
+impl Error {
+    pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { op: op.into(), source }
+    }
+}

@@ -1,0 +1,134 @@
+//! Finding the programs and guest files a VM needs: boxlite-shim, the guest kernel and
+//! initramfs, and for the qemu engine qemu-system-x86_64 and vhost-device-vsock.
+//!
+//! Each is looked up in order: an explicit path, its environment variable, then places
+//! relative to the running executable (an install prefix's libexec/ and share/, or cargo's
+//! target directory), then the boxlite cache (`$BOXLITE_CACHE`, default ~/.cache/boxlite)
+//! and PATH where that makes sense. Errors list every place that was searched.
+
+use std::path::{Path, PathBuf};
+
+use crate::runtime::error::{Error, Result};
+
+pub const SHIM_ENV: &str = "BOXLITE_SHIM";
+pub const KERNEL_ENV: &str = "BOXLITE_KERNEL";
+pub const INITRAMFS_ENV: &str = "BOXLITE_INITRAMFS";
+pub const GUEST_DIR_ENV: &str = "BOXLITE_GUEST_DIR";
+pub const QEMU_ENV: &str = "BOXLITE_QEMU";
+pub const VHOST_VSOCK_ENV: &str = "BOXLITE_VHOST_VSOCK";
+pub const CACHE_ENV: &str = "BOXLITE_CACHE";
+
+const SETUP_FIX: &str = "Run scripts/setup.sh (it builds the kernel, the agent and the tools), or set";
+
+/// The boxlite cache: `$BOXLITE_CACHE`, else `$XDG_CACHE_HOME/boxlite`, else ~/.cache/boxlite.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("boxlite");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    home.join(".cache/boxlite")
+}
+
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default()
+}
+
+/// Returns the first candidate that is a file, or an error naming all of them.
+fn first_file(what: &'static str, env_var: &str, explicit: Option<&Path>, candidates: Vec<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(Error::HelperNotFound {
+                what,
+                searched: path.display().to_string(),
+                fix: "Pass the path of an existing file".into(),
+            })
+        };
+    }
+    if let Some(path) = env_path(env_var) {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::HelperNotFound {
+                what,
+                searched: format!("{env_var}={}", path.display()),
+                fix: format!("Point {env_var} at an existing file, or unset it"),
+            })
+        };
+    }
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let searched = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    Err(Error::HelperNotFound { what, searched, fix: format!("{SETUP_FIX} {env_var}") })
+}
+
+/// Directories that may hold the guest files, most specific first.
+fn guest_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = env_path(GUEST_DIR_ENV) {
+        dirs.push(dir);
+    }
+    if let Some(exe) = exe_dir() {
+        dirs.push(exe.join("../share/boxlite")); // installed: bin/ or lib/ next to share/
+        dirs.push(exe.join("../guest")); // cargo: target/debug/<exe>
+        dirs.push(exe.join("../../guest")); // cargo: target/debug/deps/<test binary>
+    }
+    dirs
+}
+
+pub fn kernel(explicit: Option<&Path>) -> Result<PathBuf> {
+    first_file("the guest kernel (vmlinux)", KERNEL_ENV, explicit, guest_dirs().into_iter().map(|d| d.join("vmlinux")).collect())
+}
+
+pub fn initramfs(explicit: Option<&Path>) -> Result<PathBuf> {
+    first_file(
+        "the guest initramfs (initramfs.cpio)",
+        INITRAMFS_ENV,
+        explicit,
+        guest_dirs().into_iter().map(|d| d.join("initramfs.cpio")).collect(),
+    )
+}
+
+pub fn shim(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(exe) = exe_dir() {
+        candidates.push(exe.join("boxlite-shim"));
+        candidates.push(exe.join("../boxlite-shim"));
+        candidates.push(exe.join("../libexec/boxlite/boxlite-shim"));
+    }
+    first_file("boxlite-shim", SHIM_ENV, explicit, candidates)
+}
+
+pub fn qemu() -> Result<PathBuf> {
+    let candidates = path_dirs().into_iter().map(|d| d.join("qemu-system-x86_64")).collect();
+    first_file("qemu-system-x86_64", QEMU_ENV, None, candidates).map_err(|e| match e {
+        Error::HelperNotFound { what, searched, .. } => Error::HelperNotFound {
+            what,
+            searched,
+            fix: format!("Install it (apt-get install qemu-system-x86) or set {QEMU_ENV}"),
+        },
+        other => other,
+    })
+}
+
+pub fn vhost_vsock() -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = vec![cache_dir().join("tools/bin/vhost-device-vsock")];
+    if let Some(exe) = exe_dir() {
+        candidates.push(exe.join("../libexec/boxlite/vhost-device-vsock"));
+    }
+    candidates.extend(path_dirs().into_iter().map(|d| d.join("vhost-device-vsock")));
+    first_file("vhost-device-vsock", VHOST_VSOCK_ENV, None, candidates)
+}

@@ -1,0 +1,141 @@
+//! The VM spec: everything the shim needs to run one VM, sent to it as JSON on stdin, and
+//! the events the shim reports back as JSON lines on stdout.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::engine::EngineKind;
+
+/// The guest CID both engines give the VM (vhost-device-vsock and libkrun both use 3).
+pub const GUEST_CID: u32 = 3;
+
+/// Largest spec the shim accepts on stdin.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VmSpec {
+    pub engine: EngineKind,
+    /// For qemu: use `-accel kvm` (hardware KVM usable) instead of `-accel tcg`.
+    pub hardware_acceleration: bool,
+    /// ELF vmlinux (both engines take the same file).
+    pub kernel: PathBuf,
+    /// Uncompressed cpio whose /init is boxlite-guest.
+    pub initramfs: PathBuf,
+    /// The whole kernel command line (engine-specific console and tuning included).
+    pub cmdline: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub disks: Vec<DiskSpec>,
+    /// Guest vsock ports the host connects to (the agent's port first).
+    pub host_to_guest_ports: Vec<u32>,
+    /// The box's run directory: console.log, shim.log, pid files, sockets.
+    pub run_dir: PathBuf,
+    /// Programs the qemu engine runs (absolute paths, resolved by the library).
+    pub qemu: Option<PathBuf>,
+    pub vhost_vsock: Option<PathBuf>,
+    /// Keep running when the library's process goes away (stdin closing is then no signal).
+    pub detached: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskSpec {
+    /// Stable name, also the virtio-blk serial the guest sees.
+    pub id: String,
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// Where the host connects to reach a guest vsock port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostToGuestEndpoint {
+    pub socket: PathBuf,
+    /// qemu's vhost-device-vsock multiplexes every port over one socket: the client first
+    /// sends `CONNECT <port>\n` and reads `OK <host port>\n`. libkrun listens per port.
+    pub connect_line: Option<String>,
+}
+
+impl VmSpec {
+    pub fn console_log(&self) -> PathBuf {
+        self.run_dir.join("console.log")
+    }
+
+    pub fn shim_log(&self) -> PathBuf {
+        self.run_dir.join("shim.log")
+    }
+
+    pub fn shim_pid_file(&self) -> PathBuf {
+        self.run_dir.join("shim.pid")
+    }
+
+    /// The vhost-user control socket between qemu and vhost-device-vsock.
+    pub fn vhost_user_socket(&self) -> PathBuf {
+        self.run_dir.join("vhost-vsock.sock")
+    }
+
+    /// The host side of the guest's vsock: connections to guest ports go through it, and
+    /// (both engines) guest connections to host port P arrive on `<this>_P`.
+    pub fn vsock_socket(&self) -> PathBuf {
+        self.run_dir.join("vsock.sock")
+    }
+
+    pub fn host_to_guest(&self, port: u32) -> HostToGuestEndpoint {
+        match self.engine {
+            EngineKind::Qemu => HostToGuestEndpoint {
+                socket: self.vsock_socket(),
+                connect_line: Some(format!("CONNECT {port}\n")),
+            },
+            EngineKind::Krun => HostToGuestEndpoint {
+                socket: self.run_dir.join(format!("vsock-{port}.sock")),
+                connect_line: None,
+            },
+        }
+    }
+
+    /// Every socket file the VM's processes may create; removed when the VM is gone.
+    pub fn socket_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.vhost_user_socket(), self.vsock_socket()];
+        files.extend(self.host_to_guest_ports.iter().map(|&p| self.host_to_guest(p).socket));
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+/// Removes the VM's socket files (ignoring ones that are already gone).
+pub fn remove_socket_files(spec: &VmSpec) {
+    for path in spec.socket_files() {
+        let _ = std::fs::remove_file(&path);
+    }
+    // Guest -> host listeners (`vsock.sock_<port>`) are created by whoever listens; sweep them.
+    if let Ok(entries) = std::fs::read_dir(&spec.run_dir) {
+        let prefix = format!("{}_", file_name(&spec.vsock_socket()));
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// What the shim reports on stdout, one JSON object per line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ShimEvent {
+    /// The VMM is running the guest. `vmm_pid` is qemu's pid, or the shim's own for krun.
+    VmStarted { vmm_pid: u32, helper_pids: Vec<u32> },
+    /// The shim could not start the VM; it exits after this.
+    Failed { message: String },
+}

@@ -1,0 +1,463 @@
+//! Booting a VM through boxlite-shim and holding on to it: the shim process, its exit, the
+//! agent connection, and the clean-up of every process and socket it leaves.
+//!
+//! The shim reads the spec as one JSON line on stdin and keeps reading: stdin reaching EOF
+//! means this process is gone (the kernel closes our end when we die, however we die), and a
+//! non-detached shim then tears its VM down. That is the watchdog pipe; unlike
+//! PR_SET_PDEATHSIG it does not fire when merely the spawning thread exits.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use boxlite_protocol::agent::PingResponse;
+use boxlite_protocol::AGENT_VSOCK_PORT;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, watch};
+
+use crate::runtime::agent::AgentClient;
+use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization};
+use crate::runtime::error::{Error, Result};
+use crate::runtime::helpers;
+use crate::runtime::spec::{self, DiskSpec, ShimEvent, VmSpec};
+
+/// Longest status line the shim may print; a longer one is an error, not an allocation.
+const MAX_SHIM_LINE: usize = 64 * 1024;
+/// Lines of console.log / shim.log quoted in errors.
+const LOG_TAIL_LINES: usize = 20;
+/// How long one connection attempt to the agent may take while the guest boots.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+/// Deadline of an ordinary agent call.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MIN_MEMORY_MIB: u32 = 64;
+
+/// How to boot a VM.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub engine: EngineChoice,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    /// The VM's run directory (console.log, shim.log, pid files, sockets). Created if missing.
+    pub run_dir: PathBuf,
+    pub disks: Vec<DiskSpec>,
+    /// Explicit helper paths; `None` means the usual search (see `helpers`).
+    pub kernel: Option<PathBuf>,
+    pub initramfs: Option<PathBuf>,
+    pub shim: Option<PathBuf>,
+    /// Appended to the kernel command line (e.g. `rdinit=/other` for debugging).
+    pub extra_cmdline: String,
+    /// From spawning the shim to the agent's first answer.
+    pub boot_timeout: Duration,
+    /// Keep the VM running after this process exits.
+    pub detached: bool,
+}
+
+impl VmOptions {
+    pub fn new(run_dir: impl Into<PathBuf>) -> VmOptions {
+        VmOptions {
+            engine: EngineChoice::Auto,
+            vcpus: 1,
+            memory_mib: 256,
+            run_dir: run_dir.into(),
+            disks: Vec::new(),
+            kernel: None,
+            initramfs: None,
+            shim: None,
+            extra_cmdline: String::new(),
+            boot_timeout: Duration::from_secs(30),
+            detached: false,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if self.vcpus == 0 || usize::from(self.vcpus) > cores {
+            return Err(Error::InvalidOption {
+                field: "vcpus",
+                reason: format!("{} vCPUs asked for; this host allows 1 to {cores}", self.vcpus),
+            });
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(Error::InvalidOption {
+                field: "memory_mib",
+                reason: format!("{} MiB asked for; a box needs at least {MIN_MEMORY_MIB} MiB", self.memory_mib),
+            });
+        }
+        if self.boot_timeout.is_zero() {
+            return Err(Error::InvalidOption { field: "boot_timeout", reason: "must be more than zero".into() });
+        }
+        Ok(())
+    }
+}
+
+/// When the boot reached each stage, measured from spawning the shim.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BootTimings {
+    /// The shim reported the VMM running the guest.
+    pub vm_running: Duration,
+    /// The agent answered its first Ping.
+    pub first_ping: Duration,
+}
+
+/// How the shim ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimExit {
+    pub status: ExitStatus,
+}
+
+impl std::fmt::Display for ShimExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::unix::process::ExitStatusExt;
+        match (self.status.code(), self.status.signal()) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
+            _ => write!(f, "{}", self.status),
+        }
+    }
+}
+
+/// A running VM and its agent connection. Dropping it kills a non-detached VM.
+pub struct Vm {
+    spec: VmSpec,
+    shim_pid: u32,
+    vmm_pid: u32,
+    helper_pids: Vec<u32>,
+    agent: AgentClient,
+    first_ping: PingResponse,
+    timings: BootTimings,
+    /// Our end of the watchdog pipe; dropping it tells a non-detached shim to stop.
+    _watchdog: Option<ChildStdin>,
+    exit: watch::Receiver<Option<ShimExit>>,
+    kill: mpsc::UnboundedSender<()>,
+}
+
+impl Vm {
+    /// Boots a VM and waits until its agent answers a Ping.
+    pub async fn boot(options: VmOptions) -> Result<Vm> {
+        options.validate()?;
+        let choice = EngineChoice::with_env_override(options.engine)?;
+        let host = HostVirtualization::detect();
+        let engine = choice.resolve(&host)?;
+        let spec = build_spec(&options, engine, host.hardware_kvm())?;
+        Self::boot_spec(spec, options.shim.as_deref(), options.boot_timeout).await
+    }
+
+    async fn boot_spec(spec: VmSpec, shim: Option<&Path>, timeout: Duration) -> Result<Vm> {
+        let shim = helpers::shim(shim)?;
+        prepare_run_dir(&spec)?;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let shim_log = std::fs::File::create(spec.shim_log())
+            .map_err(|e| Error::io(format!("create {}", spec.shim_log().display()), e))?;
+        let mut child = Command::new(&shim)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(shim_log)
+            // Its own process group: a Ctrl-C meant for the application does not hit the VM
+            // directly; the watchdog pipe decides its fate.
+            .process_group(0)
+            .kill_on_drop(!spec.detached)
+            .spawn()
+            .map_err(|e| Error::io(format!("spawn {}", shim.display()), e))?;
+        let shim_pid = child.id().unwrap_or(0);
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (exit, kill) = supervise(child, spec.clone());
+        let mut guard = KillOnError { kill: Some(kill.clone()), exit: exit.clone() };
+
+        let mut line = serde_json::to_vec(&spec).expect("a VmSpec always serializes");
+        line.push(b'\n');
+        // A shim that died at once shows up below with its log; a write error alone says less.
+        let _ = stdin.write_all(&line).await;
+        let watchdog = if spec.detached { None } else { Some(stdin) };
+
+        let mut events = BufReader::new(stdout);
+        let started_event = tokio::select! {
+            event = next_event(&mut events) => event,
+            _ = tokio::time::sleep_until(deadline.into()) => Err(format!("the shim did not start the VM within {timeout:?}")),
+        };
+        let (vmm_pid, helper_pids) = match started_event {
+            Ok(ShimEvent::VmStarted { vmm_pid, helper_pids }) => (vmm_pid, helper_pids),
+            Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message }),
+            Err(reason) => {
+                let exited = wait_exit(&exit, Duration::from_secs(1)).await;
+                return Err(match exited {
+                    Some(e) => shim_exited_error(&spec, &e),
+                    None => Error::ShimFailed { message: reason },
+                });
+            }
+        };
+        let vm_running = started.elapsed();
+        // Keep draining the shim's stdout so that it never blocks on a full pipe.
+        tokio::spawn(async move { while next_event(&mut events).await.is_ok() {} });
+
+        let endpoint = spec.host_to_guest(AGENT_VSOCK_PORT);
+        let mut last_error = String::from("no attempt made");
+        let (agent, first_ping) = loop {
+            if let Some(e) = exit.borrow().clone() {
+                return Err(shim_exited_error(&spec, &e));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::AgentTimeout {
+                    timeout,
+                    last_error,
+                    console: spec.console_log(),
+                    console_tail: log_tail(&spec.console_log()),
+                });
+            }
+            let attempt = deadline.saturating_duration_since(Instant::now()).min(CONNECT_ATTEMPT_TIMEOUT);
+            match AgentClient::connect(&endpoint, attempt).await {
+                Ok(agent) => match agent.ping(attempt).await {
+                    Ok(pong) => break (agent, pong),
+                    Err(e) => last_error = format!("ping: {e}"),
+                },
+                Err(e) => last_error = e,
+            }
+            tokio::time::sleep(CONNECT_RETRY_INTERVAL).await;
+        };
+        let timings = BootTimings { vm_running, first_ping: started.elapsed() };
+        guard.kill = None;
+        Ok(Vm { spec, shim_pid, vmm_pid, helper_pids, agent, first_ping, timings, _watchdog: watchdog, exit, kill })
+    }
+
+    pub fn spec(&self) -> &VmSpec {
+        &self.spec
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        self.spec.engine
+    }
+
+    pub fn shim_pid(&self) -> u32 {
+        self.shim_pid
+    }
+
+    /// qemu's pid for the qemu engine; the shim's own pid for krun (libkrun runs in it).
+    pub fn vmm_pid(&self) -> u32 {
+        self.vmm_pid
+    }
+
+    /// Other processes the shim runs for this VM (the vsock backend for qemu).
+    pub fn helper_pids(&self) -> &[u32] {
+        &self.helper_pids
+    }
+
+    /// Every host process of this VM: shim, VMM, helpers (deduplicated).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.shim_pid, self.vmm_pid];
+        pids.extend(&self.helper_pids);
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    pub fn timings(&self) -> BootTimings {
+        self.timings
+    }
+
+    /// The agent's answer to the Ping that ended the boot.
+    pub fn first_ping(&self) -> &PingResponse {
+        &self.first_ping
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.spec.console_log()
+    }
+
+    /// How the shim ended, if it has.
+    pub fn exit_status(&self) -> Option<ShimExit> {
+        self.exit.borrow().clone()
+    }
+
+    /// Waits for the shim to end, up to `timeout`.
+    pub async fn wait_exit(&self, timeout: Duration) -> Option<ShimExit> {
+        wait_exit(&self.exit, timeout).await
+    }
+
+    pub async fn ping(&self) -> Result<PingResponse> {
+        self.call("Ping", self.agent.ping(RPC_TIMEOUT)).await
+    }
+
+    /// Asks the agent to sync and power off, then waits up to `grace` for the VM to end;
+    /// past that the shim is killed. Returns how the shim ended (see [`Vm::kill`]).
+    pub async fn shutdown(self, grace: Duration) -> Result<Option<ShimExit>> {
+        let asked = self.call("Shutdown", self.agent.shutdown(RPC_TIMEOUT)).await;
+        let exited = match wait_exit(&self.exit, grace).await {
+            Some(e) => Some(e),
+            None => self.kill_and_wait().await,
+        };
+        asked.map(|()| exited)
+    }
+
+    /// Kills the VM at once (SIGKILL to the shim; qemu and its helpers die with it).
+    /// `None` only if the async runtime is shutting down and the shim's supervisor is gone.
+    pub async fn kill(self) -> Option<ShimExit> {
+        self.kill_and_wait().await
+    }
+
+    async fn kill_and_wait(&self) -> Option<ShimExit> {
+        let _ = self.kill.send(());
+        let mut exit = self.exit.clone();
+        let exited = exit.wait_for(Option::is_some).await.map(|e| e.clone());
+        exited.ok().flatten()
+    }
+
+    /// Runs an agent call, turning a shim that dies meanwhile into that error.
+    async fn call<T>(&self, rpc: &'static str, call: impl std::future::Future<Output = Result<T, String>>) -> Result<T> {
+        if let Some(e) = self.exit_status() {
+            return Err(shim_exited_error(&self.spec, &e));
+        }
+        let mut exit = self.exit.clone();
+        tokio::select! {
+            result = call => result.map_err(|cause| match self.exit_status() {
+                Some(e) => shim_exited_error(&self.spec, &e),
+                None => Error::Agent { rpc, cause },
+            }),
+            Ok(e) = exit.wait_for(Option::is_some) => {
+                let e = e.clone().expect("waited for Some");
+                Err(shim_exited_error(&self.spec, &e))
+            }
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if !self.spec.detached {
+            let _ = self.kill.send(());
+        }
+    }
+}
+
+/// Kills the shim if the boot fails after it was spawned.
+struct KillOnError {
+    kill: Option<mpsc::UnboundedSender<()>>,
+    exit: watch::Receiver<Option<ShimExit>>,
+}
+
+impl Drop for KillOnError {
+    fn drop(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            if self.exit.borrow().is_none() {
+                let _ = kill.send(());
+            }
+        }
+    }
+}
+
+/// Owns the shim's `Child`: waits for it, kills it on request, publishes its exit, and then
+/// removes the VM's socket files (which a SIGKILLed shim cannot do).
+fn supervise(mut child: Child, spec: VmSpec) -> (watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>) {
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
+            }
+        };
+        let status = match status {
+            Ok(status) => status,
+            Err(_) => {
+                use std::os::unix::process::ExitStatusExt;
+                ExitStatus::from_raw(libc::SIGKILL)
+            }
+        };
+        if !spec.detached {
+            spec::remove_socket_files(&spec);
+        }
+        let _ = exit_tx.send(Some(ShimExit { status }));
+    });
+    (exit_rx, kill_tx)
+}
+
+async fn wait_exit(exit: &watch::Receiver<Option<ShimExit>>, timeout: Duration) -> Option<ShimExit> {
+    let mut exit = exit.clone();
+    let exited = tokio::time::timeout(timeout, exit.wait_for(Option::is_some)).await;
+    exited.ok().and_then(|r| r.ok().and_then(|e| e.clone()))
+}
+
+/// Reads the next status line from the shim, bounded in length.
+async fn next_event(events: &mut BufReader<ChildStdout>) -> Result<ShimEvent, String> {
+    let mut line = Vec::new();
+    let read = (&mut *events)
+        .take(MAX_SHIM_LINE as u64)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| format!("reading the shim's status: {e}"))?;
+    match (read, line.last()) {
+        (0, _) => Err("the shim closed its status pipe".into()),
+        (_, Some(b'\n')) => serde_json::from_slice(&line)
+            .map_err(|e| format!("unreadable shim status {:?}: {e}", String::from_utf8_lossy(&line))),
+        _ => Err(format!("the shim printed a status line longer than {MAX_SHIM_LINE} bytes")),
+    }
+}
+
+fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Result<VmSpec> {
+    let (qemu, vhost_vsock) = match engine {
+        EngineKind::Qemu => (Some(helpers::qemu()?), Some(helpers::vhost_vsock()?)),
+        EngineKind::Krun => (None, None),
+    };
+    let run_dir = absolute(&options.run_dir)?;
+    Ok(VmSpec {
+        engine,
+        hardware_acceleration: hardware_kvm,
+        kernel: absolute(&helpers::kernel(options.kernel.as_deref())?)?,
+        initramfs: absolute(&helpers::initramfs(options.initramfs.as_deref())?)?,
+        cmdline: engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &options.extra_cmdline),
+        vcpus: options.vcpus,
+        memory_mib: options.memory_mib,
+        disks: options.disks.clone(),
+        host_to_guest_ports: vec![AGENT_VSOCK_PORT],
+        run_dir,
+        qemu,
+        vhost_vsock,
+        detached: options.detached,
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io(format!("resolve {}", path.display()), e))
+}
+
+fn prepare_run_dir(spec: &VmSpec) -> Result<()> {
+    std::fs::create_dir_all(&spec.run_dir)
+        .map_err(|e| Error::io(format!("create {}", spec.run_dir.display()), e))?;
+    // Sockets of an earlier VM in this directory would make the backends fail to bind.
+    spec::remove_socket_files(spec);
+    std::fs::write(spec.console_log(), b"")
+        .map_err(|e| Error::io(format!("create {}", spec.console_log().display()), e))
+}
+
+fn shim_exited_error(spec: &VmSpec, exit: &ShimExit) -> Error {
+    Error::ShimExited {
+        status: exit.to_string(),
+        log: spec.shim_log(),
+        log_tail: log_tail(&spec.shim_log()),
+        console: spec.console_log(),
+        console_tail: log_tail(&spec.console_log()),
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => return format!("  (cannot read {}: {e})", path.display()),
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "  (empty)".into();
+    }
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// VmRSS of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

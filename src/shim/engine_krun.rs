@@ -1,0 +1,94 @@
+//! The krun engine: libkrun, linked into this process. `krun_start_enter` never returns on
+//! success: libkrun runs the VM on this process's threads and exits the process when the
+//! guest powers off. That is why the engine lives in the shim and not in the library.
+
+use boxlite::runtime::spec::VmSpec;
+
+#[cfg(feature = "krun")]
+pub fn run(spec: &VmSpec) -> Result<i32, String> {
+    use std::ffi::CString;
+
+    use boxlite::runtime::engine::HostVirtualization;
+    use boxlite::runtime::spec::{remove_socket_files, DiskFormat, ShimEvent};
+
+    use crate::{report, watchdog};
+
+    // The library checks this before spawning us; checking again keeps a hand-written spec
+    // from sending libkrun into a guest that dies with KVM_EXIT_INTERNAL_ERROR.
+    let host = HostVirtualization::detect();
+    if !host.hardware_kvm() {
+        return Err(format!(
+            "the krun engine needs hardware KVM: {}. Use the qemu engine instead (BOXLITE_ENGINE=qemu)",
+            host.why_no_hardware_kvm()
+        ));
+    }
+    let cstring = |what: &str, value: &str| CString::new(value).map_err(|_| format!("{what} contains a NUL byte"));
+    let path_cstring = |what: &str, p: &std::path::Path| cstring(what, &p.to_string_lossy());
+    let check = |call: &str, rc: i32| {
+        if rc < 0 {
+            Err(format!("{call} failed: {}", std::io::Error::from_raw_os_error(-rc)))
+        } else {
+            Ok(rc)
+        }
+    };
+
+    let kernel = path_cstring("kernel path", &spec.kernel)?;
+    let initramfs = path_cstring("initramfs path", &spec.initramfs)?;
+    let cmdline = cstring("kernel command line", &spec.cmdline)?;
+    let console = path_cstring("console path", &spec.console_log())?;
+    let ports = spec
+        .host_to_guest_ports
+        .iter()
+        .map(|&port| Ok((port, path_cstring("vsock socket path", &spec.host_to_guest(port).socket)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let disks = spec
+        .disks
+        .iter()
+        .map(|d| {
+            let format = match d.format {
+                DiskFormat::Raw => 0,
+                DiskFormat::Qcow2 => 1,
+            };
+            Ok((cstring("disk id", &d.id)?, path_cstring("disk path", &d.path)?, format, d.read_only))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+
+    // SAFETY: every pointer passed below comes from a CString that outlives the call
+    // (they live until krun_start_enter, which does not return on success); the context id
+    // is the one krun_create_ctx returned.
+    unsafe {
+        let ctx = check("krun_create_ctx", krun::krun_create_ctx())? as u32;
+        check("krun_set_vm_config", krun::krun_set_vm_config(ctx, spec.vcpus, spec.memory_mib))?;
+        check("krun_set_console_output", krun::krun_set_console_output(ctx, console.as_ptr()))?;
+        // 1 = KRUN_KERNEL_FORMAT_ELF: the same vmlinux qemu boots.
+        check(
+            "krun_set_kernel",
+            krun::krun_set_kernel(ctx, kernel.as_ptr(), 1, initramfs.as_ptr(), cmdline.as_ptr()),
+        )?;
+        // Plain vsock, no TSI: the guest gets no implicit network through the host's sockets.
+        check("krun_disable_implicit_vsock", krun::krun_disable_implicit_vsock(ctx))?;
+        check("krun_add_vsock", krun::krun_add_vsock(ctx, 0))?;
+        for (port, socket) in &ports {
+            check("krun_add_vsock_port2", krun::krun_add_vsock_port2(ctx, *port, socket.as_ptr(), true))?;
+        }
+        for (id, path, format, read_only) in &disks {
+            check("krun_add_disk2", krun::krun_add_disk2(ctx, id.as_ptr(), path.as_ptr(), *format, *read_only))?;
+        }
+
+        if !spec.detached {
+            let spec = spec.clone();
+            watchdog::watch_stdin(move || {
+                remove_socket_files(&spec);
+                std::process::exit(1);
+            });
+        }
+        report(&ShimEvent::VmStarted { vmm_pid: std::process::id(), helper_pids: Vec::new() });
+        let rc = krun::krun_start_enter(ctx);
+        Err(format!("krun_start_enter failed: {}", std::io::Error::from_raw_os_error(-rc)))
+    }
+}
+
+#[cfg(not(feature = "krun"))]
+pub fn run(_spec: &VmSpec) -> Result<i32, String> {
+    Err("this boxlite-shim was built without the krun engine (cargo feature `krun`); use the qemu engine (BOXLITE_ENGINE=qemu)".into())
+}
