@@ -17,12 +17,27 @@ pub struct GuestService {
     /// Only PID 1 may power the machine off; run elsewhere (for debugging) it just exits.
     is_pid1: bool,
     first_ping_uptime_us: OnceLock<u64>,
+    boot_id: String,
 }
 
 impl GuestService {
     pub fn new(is_pid1: bool) -> Self {
-        Self { is_pid1, first_ping_uptime_us: OnceLock::new() }
+        Self { is_pid1, first_ping_uptime_us: OnceLock::new(), boot_id: random_boot_id() }
     }
+}
+
+/// 128 random bits as hex. GRND_INSECURE: a boot id needs uniqueness, not secrecy, and must
+/// not wait for the CRNG, which may still be seeding this early in a fresh VM.
+fn random_boot_id() -> String {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_INSECURE) };
+    if filled != bytes.len() as isize {
+        // Fall back to the clock: still distinct between VMs booted at different instants.
+        bytes[..8].copy_from_slice(&uptime_us().to_le_bytes());
+        bytes[8..].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// CLOCK_BOOTTIME in microseconds: time since the guest kernel started.
@@ -50,6 +65,7 @@ impl Guest for GuestService {
             kernel_version: uname.version().to_string_lossy().into_owned(),
             first_ping_uptime_us: first,
             uptime_us: now,
+            boot_id: self.boot_id.clone(),
             ..Default::default()
         })
     }

@@ -1,0 +1,236 @@
+//! Boots real VMs. Needs what `scripts/setup.sh` and `scripts/build-guest.sh` build (the
+//! guest kernel and initramfs in target/guest/, boxlite-shim in target/debug/, qemu and
+//! vhost-device-vsock); `scripts/test.sh` builds all of it first. A missing piece fails the
+//! test with the place it was looked for: nothing here skips.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use boxlite::runtime::agent::AgentClient;
+use boxlite::{EngineChoice, EngineKind, Error, HostVirtualization, Vm, VmOptions};
+use boxlite_protocol::AGENT_VSOCK_PORT;
+
+/// A fresh run directory per test, removed when the test passes.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn new(name: &str) -> RunDir {
+        let dir = std::env::temp_dir().join(format!("boxlite-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        RunDir(dir)
+    }
+
+    fn options(&self, engine: EngineChoice) -> VmOptions {
+        let mut options = VmOptions::new(&self.0);
+        options.engine = engine;
+        options.boot_timeout = Duration::from_secs(20);
+        options
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("kept {} for inspection", self.0.display());
+        }
+    }
+}
+
+/// Boots with the qemu engine, or fails the test showing the whole error (logs included).
+async fn boot_qemu(dir: &RunDir) -> Vm {
+    match Vm::boot(dir.options(EngineChoice::Qemu)).await {
+        Ok(vm) => vm,
+        Err(e) => panic!("boot failed: {e}"),
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie has exited; only its parent's wait is missing.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for every pid to be gone; returns the ones still alive.
+fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
+    let started = Instant::now();
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+        if alive.is_empty() || started.elapsed() > limit {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn socket_files(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_socket()).unwrap_or(false))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_boot_ping_shutdown_leaves_nothing_behind() {
+    let dir = RunDir::new("lifecycle");
+    let vm = boot_qemu(&dir).await;
+    assert_eq!(vm.engine(), EngineKind::Qemu);
+    let pong = vm.ping().await.expect("ping");
+    assert_eq!(pong.agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(pong.kernel_release.starts_with("6.12"), "guest kernel {:?}", pong.kernel_release);
+    assert_eq!(pong.boot_id, vm.first_ping().boot_id);
+    assert!(pong.uptime_us >= pong.first_ping_uptime_us && pong.first_ping_uptime_us > 0);
+    let pids = vm.pids();
+    assert_eq!(pids.len(), 3, "shim, qemu and vhost-device-vsock: {pids:?}");
+    assert!(pids.iter().all(|&p| process_alive(p)));
+    assert!(!socket_files(&dir.0).is_empty(), "a running VM has its vsock sockets");
+
+    let exit = vm.shutdown(Duration::from_secs(10)).await.expect("shutdown").expect("shim exit");
+    assert!(exit.status.success(), "the shim should exit 0 after a guest power-off, got {exit}");
+    assert_eq!(wait_gone(&pids, Duration::from_secs(1)), Vec::<u32>::new(), "processes left running");
+    assert_eq!(socket_files(&dir.0), Vec::<String>::new(), "socket files left behind");
+    let console = std::fs::read_to_string(dir.0.join("console.log")).unwrap();
+    assert!(console.contains("shutdown requested"), "console:\n{console}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vms_boot_at_once_and_each_answers_on_its_own_socket() {
+    let (dir_a, dir_b) = (RunDir::new("pair-a"), RunDir::new("pair-b"));
+    let (a, b) = tokio::join!(boot_qemu(&dir_a), boot_qemu(&dir_b));
+    let (id_a, id_b) = (a.first_ping().boot_id.clone(), b.first_ping().boot_id.clone());
+    assert_eq!(id_a.len(), 32);
+    assert_ne!(id_a, id_b, "two VMs must be two guests");
+    for _ in 0..3 {
+        assert_eq!(a.ping().await.unwrap().boot_id, id_a);
+        assert_eq!(b.ping().await.unwrap().boot_id, id_b);
+    }
+    // A new connection through each VM's socket reaches that VM and no other.
+    for (vm, id) in [(&a, &id_a), (&b, &id_b)] {
+        let endpoint = vm.spec().host_to_guest(AGENT_VSOCK_PORT);
+        let client = AgentClient::connect(&endpoint, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&client.ping(Duration::from_secs(2)).await.unwrap().boot_id, id);
+    }
+    assert_ne!(a.spec().vsock_socket(), b.spec().vsock_socket());
+    let pids: Vec<u32> = a.pids().into_iter().chain(b.pids()).collect();
+    a.shutdown(Duration::from_secs(10)).await.unwrap();
+    b.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(wait_gone(&pids, Duration::from_secs(1)), Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forcing_krun_fails_fast_without_hardware_kvm_or_boots_with_it() {
+    let host = HostVirtualization::detect();
+    let dir = RunDir::new("krun");
+    let started = Instant::now();
+    let result = Vm::boot(dir.options(EngineChoice::Krun)).await;
+    if host.hardware_kvm() {
+        eprintln!("case run: this host has hardware KVM ({host:?}); booting the krun engine");
+        let vm = result.unwrap_or_else(|e| panic!("krun boot failed: {e}"));
+        assert_eq!(vm.engine(), EngineKind::Krun);
+        vm.ping().await.expect("ping over krun vsock");
+        vm.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+    } else {
+        eprintln!("case run: no hardware KVM here ({}); krun must refuse at once", host.why_no_hardware_kvm());
+        let error = match result {
+            Ok(_) => panic!("krun booted on a host without hardware KVM"),
+            Err(e) => e,
+        };
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(matches!(error, Error::EngineUnavailable { engine: EngineKind::Krun, .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("qemu"), "the error must name the alternative: {message}");
+        if host.kvm_pvm {
+            assert!(message.contains("kvm_pvm"), "the error must name the PVM hypervisor: {message}");
+        }
+        assert!(!dir.0.join("shim.pid").exists(), "no shim may be started for an impossible engine");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_never_answers_fails_at_the_deadline_with_the_console_tail() {
+    let dir = RunDir::new("silent");
+    let mut options = dir.options(EngineChoice::Qemu);
+    // The agent listens on another port, so the host's connection attempts never succeed.
+    options.extra_cmdline = format!("{}=2000", boxlite_protocol::CMDLINE_AGENT_PORT);
+    options.boot_timeout = Duration::from_secs(4);
+    let started = Instant::now();
+    let error = match Vm::boot(options).await {
+        Ok(_) => panic!("a VM whose agent is on another port must not look booted"),
+        Err(e) => e,
+    };
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(4) && elapsed < Duration::from_secs(7), "failed after {elapsed:?}");
+    assert!(matches!(error, Error::AgentTimeout { .. }), "{error}");
+    assert!(error.to_string().contains("serving ttrpc on vsock port 2000"), "no console tail in: {error}");
+    let shim_pid: u32 = std::fs::read_to_string(dir.0.join("shim.pid")).unwrap().trim().parse().unwrap();
+    assert_eq!(wait_gone(&[shim_pid], Duration::from_secs(2)), Vec::<u32>::new(), "failed boot left its shim");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_without_init_fails_with_the_kernel_panic_in_the_error() {
+    let dir = RunDir::new("noinit");
+    let mut options = dir.options(EngineChoice::Qemu);
+    options.extra_cmdline = "rdinit=/no/such/init".into();
+    options.boot_timeout = Duration::from_secs(10);
+    let started = Instant::now();
+    let error = match Vm::boot(options).await {
+        Ok(_) => panic!("a guest without init cannot boot"),
+        Err(e) => e,
+    };
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(matches!(error, Error::ShimExited { .. }), "{error}");
+    assert!(error.to_string().contains("Kernel panic"), "no kernel panic in: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shim_killed_with_sigkill_is_noticed_within_a_second() {
+    let dir = RunDir::new("sigkill");
+    let vm = boot_qemu(&dir).await;
+    let pids = vm.pids();
+    let killed_at = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm.shim_pid() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let exit = vm.wait_exit(Duration::from_secs(1)).await.expect("the host must notice within 1 s");
+    eprintln!("noticed after {:?}: {exit}", killed_at.elapsed());
+    assert!(exit.to_string().contains("signal 9"), "{exit}");
+    let error = vm.ping().await.expect_err("ping to a dead VM");
+    assert!(matches!(error, Error::ShimExited { .. }), "{error}");
+    assert!(error.to_string().contains("killed by signal 9"), "{error}");
+    // qemu and the vsock backend die with their shim (PR_SET_PDEATHSIG).
+    assert_eq!(wait_gone(&pids, Duration::from_secs(1)), Vec::<u32>::new(), "VM processes outlived the shim");
+    assert_eq!(socket_files(&dir.0), Vec::<String>::new(), "socket files left behind");
+}
+
+#[test]
+fn the_parent_process_exiting_takes_the_shim_and_the_vm_with_it() {
+    let dir = RunDir::new("orphan");
+    // A separate process owns the VM: `boxlite boot --hold` prints the VM's pids and waits.
+    let mut owner = Command::new(env!("CARGO_BIN_EXE_boxlite"))
+        .args(["boot", "--engine", "qemu", "--hold", "--run-dir"])
+        .arg(&dir.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(owner.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        let _ = owner.kill();
+        panic!("`boxlite boot --hold` printed {line:?} ({e}); see {}", dir.0.display())
+    });
+    let pids: Vec<u32> = info["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32).collect();
+    assert_eq!(pids.len(), 3, "{info}");
+    assert!(pids.iter().all(|&p| process_alive(p)));
+
+    owner.kill().unwrap(); // SIGKILL: no destructor, no clean-up code of the owner runs
+    owner.wait().unwrap();
+    assert_eq!(wait_gone(&pids, Duration::from_secs(2)), Vec::<u32>::new(), "VM outlived its owner");
+}
