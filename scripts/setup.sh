@@ -18,7 +18,6 @@ ensure_backports() {
   if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     log "adding bookworm-backports (for linux-source-6.12)"
     echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/boxlite-backports.list >/dev/null
-    APT_UPDATED=""
   fi
 }
 
@@ -27,7 +26,6 @@ APT_PACKAGES=(
   qemu-utils             # qemu-img: qcow2 overlays
   e2fsprogs cpio         # ext4 images, the initramfs archive
   build-essential bc flex bison libelf-dev libssl-dev xz-utils  # the guest kernel build
-  pkg-config libcap-ng-dev libseccomp-dev   # vhost-device-vsock / jailer build deps
   python3 file           # test helpers; file(1) checks that the agent is static
 )
 
@@ -41,7 +39,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # On bookworm, take backports first: linux-source-6.12 is only there, and the machine's
   # qemu-utils may already come from there (it Breaks bookworm's own qemu-system 7.2).
-  target=(); apt-cache policy 2>/dev/null | grep -q bookworm-backports && target=(-t bookworm-backports)
+  target=()
+  if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then target=(-t bookworm-backports); fi
   if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${target[@]}" "${need_apt[@]}" >/dev/null; then
     echo "setup: apt-get install ${need_apt[*]} failed" >&2; exit 1
   fi

@@ -95,7 +95,7 @@ impl VmOptions {
 /// When the boot reached each stage, measured from spawning the shim.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BootTimings {
-    /// The shim reported the VMM running the guest.
+    /// The shim reported the VMM running the VM (qemu spawned; krun_start_enter entered).
     pub vm_running: Duration,
     /// The agent answered its first Ping.
     pub first_ping: Duration,

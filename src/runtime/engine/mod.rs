@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::{Error, Result};
 
-/// Environment variable that overrides the engine choice: `auto`, `krun` or `qemu`.
+/// Environment variable that picks the engine when the caller left it on auto: `auto`,
+/// `krun` or `qemu`.
 pub const ENGINE_ENV: &str = "BOXLITE_ENGINE";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,8 +59,11 @@ impl FromStr for EngineChoice {
 }
 
 impl EngineChoice {
-    /// The choice from `BOXLITE_ENGINE`, which overrides `requested` when set.
+    /// An explicit `requested` engine stands; `Auto` yields to `BOXLITE_ENGINE` when set.
     pub fn with_env_override(requested: EngineChoice) -> Result<EngineChoice> {
+        if requested != EngineChoice::Auto {
+            return Ok(requested);
+        }
         match std::env::var(ENGINE_ENV) {
             Ok(value) if !value.trim().is_empty() => value.parse().map_err(|_| Error::InvalidOption {
                 field: "engine",
