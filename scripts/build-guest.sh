@@ -18,7 +18,7 @@ if ! file "$agent" | grep -q 'static'; then
 fi
 
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage"/{dev,proc,sys,tmp,run,mnt}
+mkdir -p "$stage"/{dev,proc,sys,tmp,run,rootfs}
 install -m 0755 "$agent" "$stage/init"
 strip "$stage/init"   # a smaller initramfs is less for the VMM to copy in at boot
 mkdir -p target/guest

@@ -27,6 +27,7 @@ APT_PACKAGES=(
   e2fsprogs cpio         # ext4 images, the initramfs archive
   build-essential bc flex bison libelf-dev libssl-dev xz-utils  # the guest kernel build
   python3 file           # test helpers; file(1) checks that the agent is static
+  busybox-static         # the userland of the test root disk (scripts/build-test-rootfs.sh)
 )
 
 need_apt=()

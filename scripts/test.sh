@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guest.sh
+scripts/build-test-rootfs.sh >/dev/null
 cargo build --workspace --quiet
 cargo check --benches --quiet
 log=$(mktemp); trap 'rm -f "$log"' EXIT

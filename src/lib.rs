@@ -9,6 +9,7 @@ pub mod runtime;
 
 pub use runtime::engine::{EngineChoice, EngineKind, HostVirtualization};
 pub use runtime::error::{Error, Result};
-pub use runtime::spec::{DiskSpec, VmSpec};
-pub use runtime::vm::{BootTimings, Vm, VmOptions};
+pub use runtime::exec::{ExecCommand, ExecErrorKind, ExecMetrics, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
+pub use runtime::spec::{DiskFormat, DiskSpec, VmSpec};
+pub use runtime::vm::{BootTimings, RootDisk, Vm, VmOptions};
 pub use boxlite_protocol::agent::PingResponse;

@@ -3,81 +3,17 @@
 //! vhost-device-vsock); `scripts/test.sh` builds all of it first. A missing piece fails the
 //! test with the place it was looked for: nothing here skips.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{boot_qemu, process_alive, socket_files, wait_gone, RunDir};
+
 use boxlite::runtime::agent::AgentClient;
-use boxlite::{EngineChoice, EngineKind, Error, HostVirtualization, Vm, VmOptions};
+use boxlite::{EngineChoice, EngineKind, Error, HostVirtualization, Vm};
 use boxlite_protocol::AGENT_VSOCK_PORT;
-
-/// A fresh run directory per test, removed when the test passes.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new(name: &str) -> RunDir {
-        let dir = std::env::temp_dir().join(format!("boxlite-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        RunDir(dir)
-    }
-
-    fn options(&self, engine: EngineChoice) -> VmOptions {
-        let mut options = VmOptions::new(&self.0);
-        options.engine = engine;
-        options.boot_timeout = Duration::from_secs(20);
-        options
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else {
-            eprintln!("kept {} for inspection", self.0.display());
-        }
-    }
-}
-
-/// Boots with the qemu engine, or fails the test showing the whole error (logs included).
-async fn boot_qemu(dir: &RunDir) -> Vm {
-    match Vm::boot(dir.options(EngineChoice::Qemu)).await {
-        Ok(vm) => vm,
-        Err(e) => panic!("boot failed: {e}"),
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
-    // A zombie has exited; only its parent's wait is missing.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-/// Waits up to `limit` for every pid to be gone; returns the ones still alive.
-fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
-    let started = Instant::now();
-    loop {
-        let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
-        if alive.is_empty() || started.elapsed() > limit {
-            return alive;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn socket_files(dir: &Path) -> Vec<String> {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_socket()).unwrap_or(false))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_boot_ping_shutdown_leaves_nothing_behind() {

@@ -4,7 +4,10 @@
 //! orphaned children, and serves the `boxlite.agent.v1` ttrpc services on a vsock port. Its
 //! log goes to the console, which the host keeps as the box's `console.log`.
 
+mod exec;
 mod pid1;
+mod reaper;
+mod rootfs;
 mod service;
 mod vsock;
 
@@ -28,7 +31,18 @@ fn main() {
         }
     }
 
-    let port = agent_port_from_cmdline().unwrap_or(AGENT_VSOCK_PORT);
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let port = agent_port(&cmdline).unwrap_or(AGENT_VSOCK_PORT);
+    let root = match rootfs::Root::from_cmdline(&cmdline) {
+        Ok(root) => Arc::new(root),
+        Err(e) => {
+            log!("cannot set up the box's root: {e}");
+            if is_pid1 {
+                pid1::power_off();
+            }
+            std::process::exit(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -40,10 +54,9 @@ fn main() {
         }
     };
     let result = runtime.block_on(async move {
-        if is_pid1 {
-            tokio::spawn(pid1::reap_children());
-        }
-        serve(port, is_pid1).await
+        let reaper = reaper::Reaper::default();
+        tokio::spawn(reaper.clone().run());
+        serve(port, is_pid1, root, reaper).await
     });
     if let Err(e) = result {
         log!("agent stopped: {e}");
@@ -53,10 +66,10 @@ fn main() {
     }
 }
 
-async fn serve(port: u32, is_pid1: bool) -> std::io::Result<()> {
+async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper::Reaper) -> std::io::Result<()> {
     let listener = vsock::listen(port)?;
-    let guest = Arc::new(service::GuestService::new(is_pid1));
-    let services = boxlite_protocol::agent_ttrpc::create_guest(guest);
+    let mut services = boxlite_protocol::agent_ttrpc::create_guest(Arc::new(service::GuestService::new(is_pid1)));
+    services.extend(boxlite_protocol::agent_ttrpc::create_execution(Arc::new(exec::ExecService::new(root, reaper))));
     let mut server = ttrpc::asynchronous::Server::new()
         .add_listener(listener)
         .register_service(services);
@@ -68,8 +81,7 @@ async fn serve(port: u32, is_pid1: bool) -> std::io::Result<()> {
 }
 
 /// `boxlite.port=N` on the kernel command line, if present and valid.
-fn agent_port_from_cmdline() -> Option<u32> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+fn agent_port(cmdline: &str) -> Option<u32> {
     let prefix = format!("{CMDLINE_AGENT_PORT}=");
     cmdline
         .split_whitespace()

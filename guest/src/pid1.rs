@@ -4,8 +4,6 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
 use nix::mount::{mount, MsFlags};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
 use crate::log;
 
@@ -56,30 +54,6 @@ fn attach_console() {
         // SAFETY: dup2 onto the standard descriptors of this single-threaded process at
         // start-up; `console` stays open for the duration of the call.
         unsafe { libc::dup2(console.as_raw_fd(), target) };
-    }
-}
-
-/// Reaps every child that exits, so that orphans re-parented to PID 1 do not pile up as
-/// zombies. (Processes the agent starts itself will be waited for by their owners once exec
-/// lands; this loop then has to leave those pids alone.)
-pub async fn reap_children() {
-    let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-        Ok(s) => s,
-        Err(e) => {
-            log!("cannot watch SIGCHLD, zombies will not be reaped: {e}");
-            return;
-        }
-    };
-    loop {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
-            }
-        }
-        if sigchld.recv().await.is_none() {
-            return;
-        }
     }
 }
 

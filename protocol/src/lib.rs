@@ -24,3 +24,16 @@ pub const CMDLINE_AGENT_PORT: &str = "boxlite.port";
 /// rejects the multi-buffer packets Linux 6.12 builds for writes above 32 KiB, and the
 /// stream then stalls silently; 16 KiB writes always travel as linear packets.
 pub const GUEST_VSOCK_MAX_WRITE: usize = 16 * 1024;
+
+/// Kernel command-line key naming the block device the agent mounts as the box's root
+/// (`boxlite.root=/dev/vda`); without it, processes run in the initramfs.
+pub const CMDLINE_ROOT_DEVICE: &str = "boxlite.root";
+
+/// Kernel command-line key for the root's mount mode: `ro` or `rw` (default).
+pub const CMDLINE_ROOT_MODE: &str = "boxlite.root_mode";
+
+/// The most bytes one ReadOutput response may carry. Well under ttrpc's 4 MiB frame limit.
+pub const MAX_OUTPUT_CHUNK: u32 = 1024 * 1024;
+
+/// The most bytes one WriteStdin request may carry.
+pub const MAX_STDIN_CHUNK: usize = 1024 * 1024;

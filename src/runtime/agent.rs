@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest};
-use boxlite_protocol::agent_ttrpc::GuestClient;
+use boxlite_protocol::agent_ttrpc::{ExecutionClient, GuestClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -18,6 +18,7 @@ const MAX_HANDSHAKE_REPLY: usize = 64;
 #[derive(Clone)]
 pub struct AgentClient {
     guest: GuestClient,
+    execution: ExecutionClient,
 }
 
 impl AgentClient {
@@ -36,7 +37,8 @@ impl AgentClient {
                 }
             }
             let socket = ttrpc::asynchronous::transport::Socket::new(stream);
-            Ok(AgentClient { guest: GuestClient::new(ttrpc::asynchronous::Client::new(socket)) })
+            let client = ttrpc::asynchronous::Client::new(socket);
+            Ok(AgentClient { guest: GuestClient::new(client.clone()), execution: ExecutionClient::new(client) })
         };
         tokio::time::timeout(timeout, connect)
             .await
@@ -59,7 +61,15 @@ impl AgentClient {
     }
 }
 
-fn context(timeout: Duration) -> ttrpc::context::Context {
+impl AgentClient {
+    /// The Execution service on the same connection (see `runtime::exec`).
+    pub(crate) fn execution(&self) -> &ExecutionClient {
+        &self.execution
+    }
+}
+
+/// A ttrpc call context with a deadline: every request to the guest carries one.
+pub(crate) fn context(timeout: Duration) -> ttrpc::context::Context {
     ttrpc::context::with_timeout(timeout.as_nanos().min(i64::MAX as u128) as i64)
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::runtime::engine::EngineKind;
+use crate::runtime::exec::ExecErrorKind;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -37,6 +38,14 @@ pub enum Error {
     /// The guest agent did not answer within the boot deadline.
     #[error("the guest agent did not answer within {timeout:?} (last attempt: {last_error}); last lines of {console}:\n{console_tail}")]
     AgentTimeout { timeout: Duration, last_error: String, console: PathBuf, console_tail: String },
+
+    /// The agent would not start a process; `kind` says why.
+    #[error("cannot run {program:?} in the box ({kind}): {message}")]
+    ExecRefused { program: String, kind: ExecErrorKind, message: String },
+
+    /// The guest sent something the protocol does not allow (it is untrusted input).
+    #[error("the guest broke the protocol: {what}")]
+    GuestProtocol { what: String },
 
     /// A call to the guest agent failed.
     #[error("agent call {rpc} failed: {cause}")]

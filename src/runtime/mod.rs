@@ -1,9 +1,10 @@
-//! The Rust core of boxlite. For now: booting a VM from a spec under either engine and
-//! talking to its agent. Boxes, images and the runtime home build on this.
+//! The Rust core of boxlite. For now: booting a VM from a spec under either engine,
+//! talking to its agent, and running processes in it. Boxes, images and the runtime home build on this.
 
 pub mod agent;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod helpers;
 pub mod spec;
 pub mod vm;

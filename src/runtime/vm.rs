@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::PingResponse;
@@ -19,8 +20,9 @@ use tokio::sync::{mpsc, watch};
 use crate::runtime::agent::AgentClient;
 use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization};
 use crate::runtime::error::{Error, Result};
+use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::helpers;
-use crate::runtime::spec::{self, DiskSpec, ShimEvent, VmSpec};
+use crate::runtime::spec::{self, DiskFormat, DiskSpec, ShimEvent, VmSpec};
 
 /// Longest status line the shim may print; a longer one is an error, not an allocation.
 const MAX_SHIM_LINE: usize = 64 * 1024;
@@ -41,7 +43,9 @@ pub struct VmOptions {
     pub memory_mib: u32,
     /// The VM's run directory (console.log, shim.log, pid files, sockets). Created if missing.
     pub run_dir: PathBuf,
-    pub disks: Vec<DiskSpec>,
+    /// The disk the guest mounts as the processes' root (ext4). Without one, processes run
+    /// in the initramfs, which holds only the agent.
+    pub root_disk: Option<RootDisk>,
     /// Explicit helper paths; `None` means the usual search (see `helpers`).
     pub kernel: Option<PathBuf>,
     pub initramfs: Option<PathBuf>,
@@ -61,7 +65,7 @@ impl VmOptions {
             vcpus: 1,
             memory_mib: 256,
             run_dir: run_dir.into(),
-            disks: Vec::new(),
+            root_disk: None,
             kernel: None,
             initramfs: None,
             shim: None,
@@ -92,6 +96,15 @@ impl VmOptions {
     }
 }
 
+/// An ext4 image to mount as the box's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDisk {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// Mount it read-only (several VMs may then share one image).
+    pub read_only: bool,
+}
+
 /// When the boot reached each stage, measured from spawning the shim.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BootTimings {
@@ -120,17 +133,56 @@ impl std::fmt::Display for ShimExit {
 
 /// A running VM and its agent connection. Dropping it kills a non-detached VM.
 pub struct Vm {
-    spec: VmSpec,
+    spec: Arc<VmSpec>,
     shim_pid: u32,
     vmm_pid: u32,
     helper_pids: Vec<u32>,
-    agent: AgentClient,
+    link: Link,
     first_ping: PingResponse,
     timings: BootTimings,
+    exec_counters: Arc<ExecCounters>,
     /// Our end of the watchdog pipe; dropping it tells a non-detached shim to stop.
     _watchdog: Option<ChildStdin>,
     exit: watch::Receiver<Option<ShimExit>>,
     kill: mpsc::UnboundedSender<()>,
+}
+
+/// An agent connection plus what turns its failures into the right error: a shim that has
+/// died is reported as such (with its logs), not as a broken pipe. Shared by the VM and its
+/// executions.
+#[derive(Clone)]
+pub(crate) struct Link {
+    pub agent: AgentClient,
+    exit: watch::Receiver<Option<ShimExit>>,
+    spec: Arc<VmSpec>,
+}
+
+impl Link {
+    fn exit_status(&self) -> Option<ShimExit> {
+        self.exit.borrow().clone()
+    }
+
+    /// Runs an agent call; a shim that is dead, or dies meanwhile, becomes that error.
+    pub async fn call<T, E: std::fmt::Display>(
+        &self,
+        rpc: &'static str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T> {
+        if let Some(e) = self.exit_status() {
+            return Err(shim_exited_error(&self.spec, &e));
+        }
+        let mut exit = self.exit.clone();
+        tokio::select! {
+            result = call => result.map_err(|cause| match self.exit_status() {
+                Some(e) => shim_exited_error(&self.spec, &e),
+                None => Error::Agent { rpc, cause: cause.to_string() },
+            }),
+            Ok(e) = exit.wait_for(Option::is_some) => {
+                let e = e.clone().expect("waited for Some");
+                Err(shim_exited_error(&self.spec, &e))
+            }
+        }
+    }
 }
 
 impl Vm {
@@ -219,7 +271,21 @@ impl Vm {
         };
         let timings = BootTimings { vm_running, first_ping: started.elapsed() };
         guard.kill = None;
-        Ok(Vm { spec, shim_pid, vmm_pid, helper_pids, agent, first_ping, timings, _watchdog: watchdog, exit, kill })
+        let spec = Arc::new(spec);
+        let link = Link { agent, exit: exit.clone(), spec: spec.clone() };
+        Ok(Vm {
+            spec,
+            shim_pid,
+            vmm_pid,
+            helper_pids,
+            link,
+            first_ping,
+            timings,
+            exec_counters: Arc::default(),
+            _watchdog: watchdog,
+            exit,
+            kill,
+        })
     }
 
     pub fn spec(&self) -> &VmSpec {
@@ -277,13 +343,28 @@ impl Vm {
     }
 
     pub async fn ping(&self) -> Result<PingResponse> {
-        self.call("Ping", self.agent.ping(RPC_TIMEOUT)).await
+        self.link.call("Ping", self.link.agent.ping(RPC_TIMEOUT)).await
+    }
+
+    /// Starts a process in the VM. See [`Execution`] for its streams and status.
+    pub async fn exec(&self, command: ExecCommand) -> Result<Execution> {
+        Execution::start(self.link.clone(), self.exec_counters.clone(), command).await
+    }
+
+    /// Runs a process to completion and collects its output and status.
+    pub async fn exec_output(&self, command: ExecCommand) -> Result<ExecOutput> {
+        self.exec(command).await?.output().await
+    }
+
+    /// Counters of this VM's executions so far.
+    pub fn exec_metrics(&self) -> ExecMetrics {
+        self.exec_counters.snapshot()
     }
 
     /// Asks the agent to sync and power off, then waits up to `grace` for the VM to end;
     /// past that the shim is killed. Returns how the shim ended (see [`Vm::kill`]).
     pub async fn shutdown(self, grace: Duration) -> Result<Option<ShimExit>> {
-        let asked = self.call("Shutdown", self.agent.shutdown(RPC_TIMEOUT)).await;
+        let asked = self.link.call("Shutdown", self.link.agent.shutdown(RPC_TIMEOUT)).await;
         let exited = match wait_exit(&self.exit, grace).await {
             Some(e) => Some(e),
             None => self.kill_and_wait().await,
@@ -302,24 +383,6 @@ impl Vm {
         let mut exit = self.exit.clone();
         let exited = exit.wait_for(Option::is_some).await.map(|e| e.clone());
         exited.ok().flatten()
-    }
-
-    /// Runs an agent call, turning a shim that dies meanwhile into that error.
-    async fn call<T>(&self, rpc: &'static str, call: impl std::future::Future<Output = Result<T, String>>) -> Result<T> {
-        if let Some(e) = self.exit_status() {
-            return Err(shim_exited_error(&self.spec, &e));
-        }
-        let mut exit = self.exit.clone();
-        tokio::select! {
-            result = call => result.map_err(|cause| match self.exit_status() {
-                Some(e) => shim_exited_error(&self.spec, &e),
-                None => Error::Agent { rpc, cause },
-            }),
-            Ok(e) = exit.wait_for(Option::is_some) => {
-                let e = e.clone().expect("waited for Some");
-                Err(shim_exited_error(&self.spec, &e))
-            }
-        }
     }
 }
 
@@ -402,15 +465,30 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         EngineKind::Krun => (None, None),
     };
     let run_dir = absolute(&options.run_dir)?;
+    let mut cmdline_extra = String::new();
+    let mut disks = Vec::new();
+    if let Some(root) = &options.root_disk {
+        if !root.path.is_file() {
+            return Err(Error::InvalidOption {
+                field: "root_disk",
+                reason: format!("{} does not exist or is not a file", root.path.display()),
+            });
+        }
+        disks.push(DiskSpec { id: "root".into(), path: absolute(&root.path)?, format: root.format, read_only: root.read_only });
+        // The only disk, so the guest sees it as the first virtio-blk device.
+        let mode = if root.read_only { "ro" } else { "rw" };
+        cmdline_extra = format!("{}=/dev/vda {}={mode} ", boxlite_protocol::CMDLINE_ROOT_DEVICE, boxlite_protocol::CMDLINE_ROOT_MODE);
+    }
+    cmdline_extra.push_str(&options.extra_cmdline);
     Ok(VmSpec {
         engine,
         hardware_acceleration: hardware_kvm,
         kernel: absolute(&helpers::kernel(options.kernel.as_deref())?)?,
         initramfs: absolute(&helpers::initramfs(options.initramfs.as_deref())?)?,
-        cmdline: engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &options.extra_cmdline),
+        cmdline: engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &cmdline_extra),
         vcpus: options.vcpus,
         memory_mib: options.memory_mib,
-        disks: options.disks.clone(),
+        disks,
         host_to_guest_ports: vec![AGENT_VSOCK_PORT],
         run_dir,
         qemu,

@@ -1,0 +1,459 @@
+//! The `boxlite.agent.v1.Execution` service: processes in the box's root.
+//!
+//! Output is pulled: a ReadOutput reads the process's pipe (or pty) once, plus whatever is
+//! immediately available up to the host's limit, and nothing is buffered in between. A host
+//! that stops reading leaves the pipe full and the process blocked in write(2): memory stays
+//! bounded on both sides whatever the process writes.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use boxlite_protocol::agent::{
+    exec_error::Kind as ErrorKind, ExecError, OutputStream, ReadOutputRequest, ReadOutputResponse, ReleaseRequest,
+    ReleaseResponse, ResizeRequest, ResizeResponse, SignalRequest, SignalResponse, StartRequest, StartResponse,
+    WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
+};
+use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use ttrpc::asynchronous::TtrpcContext;
+
+use crate::reaper::{Exit, Reaper};
+use crate::rootfs::{self, Root};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Longest long-poll the agent honours; the host asks again after it.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Bytes read from a pipe per read(2) call while filling a response.
+const READ_BUFFER: usize = 64 * 1024;
+
+pub struct ExecService {
+    root: Arc<Root>,
+    reaper: Reaper,
+    execs: Mutex<HashMap<String, Arc<Exec>>>,
+    next_id: AtomicU64,
+}
+
+/// How a process ended, as the host sees it.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    exit: Exit,
+    timed_out: bool,
+}
+
+struct Exec {
+    pid: u32,
+    stdout: tokio::sync::Mutex<Option<AsyncFd<OwnedFd>>>,
+    stderr: tokio::sync::Mutex<Option<AsyncFd<OwnedFd>>>,
+    stdin: tokio::sync::Mutex<Option<AsyncFd<OwnedFd>>>,
+    /// The pty master, for window size changes (tty mode only).
+    pty: Option<OwnedFd>,
+    ended: watch::Receiver<Option<Ended>>,
+}
+
+fn status(code: ttrpc::Code, message: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.into()))
+}
+
+fn exec_error(kind: ErrorKind, message: impl Into<String>) -> ExecError {
+    ExecError { kind: kind.into(), message: message.into(), ..Default::default() }
+}
+
+impl ExecService {
+    pub fn new(root: Arc<Root>, reaper: Reaper) -> Self {
+        Self { root, reaper, execs: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+    }
+
+    fn get(&self, exec_id: &str) -> ttrpc::Result<Arc<Exec>> {
+        let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
+        execs
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("no execution {exec_id:?} in this box")))
+    }
+
+    fn start_process(&self, req: &StartRequest) -> Result<(String, u32), ExecError> {
+        let user = rootfs::lookup_user(&self.root, &req.user).map_err(|m| exec_error(ErrorKind::USER_NOT_FOUND, m))?;
+
+        let mut env: Vec<(String, String)> = vec![("PATH".into(), DEFAULT_PATH.into()), ("HOME".into(), user.home.clone())];
+        if req.tty {
+            env.push(("TERM".into(), "xterm-256color".into()));
+        }
+        for entry in &req.env {
+            let Some((name, value)) = entry.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+                return Err(exec_error(ErrorKind::INVALID_ARGUMENT, format!("environment entry {entry:?} is not NAME=value")));
+            };
+            env.retain(|(n, _)| n != name);
+            env.push((name.into(), value.into()));
+        }
+
+        let working_dir = if req.working_dir.is_empty() {
+            if self.is_dir(&user.home) { user.home.clone() } else { "/".into() }
+        } else if self.is_dir(&req.working_dir) {
+            req.working_dir.clone()
+        } else {
+            return Err(exec_error(
+                ErrorKind::WORKING_DIR_NOT_FOUND,
+                format!("working directory {:?} does not exist in the box (or is not a directory)", req.working_dir),
+            ));
+        };
+        let path_var = env.iter().find(|(n, _)| n == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+        let program = self.resolve_program(&req.program, &path_var, &working_dir)?;
+
+        let cstr = |what: &str, s: &str| {
+            CString::new(s).map_err(|_| exec_error(ErrorKind::INVALID_ARGUMENT, format!("{what} contains a NUL byte")))
+        };
+        let root_c = cstr("root", &self.root.path.to_string_lossy())?;
+        let cwd_c = cstr("working directory", &working_dir)?;
+        let chroot = self.root.path != std::path::Path::new("/");
+        let tty = req.tty;
+        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
+
+        let mut command = Command::new(&program);
+        command.arg0(&req.program).args(&req.args).env_clear().envs(env);
+        let pty = if tty {
+            let size = nix::pty::Winsize { ws_row: req.tty_rows.clamp(1, 1000) as u16, ws_col: req.tty_cols.clamp(1, 1000) as u16, ws_xpixel: 0, ws_ypixel: 0 };
+            let pair = nix::pty::openpty(Some(&size), None)
+                .map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("openpty: {e}")))?;
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("dup pty: {e}")));
+            command.stdin(Stdio::from(dup(&pair.slave)?)).stdout(Stdio::from(dup(&pair.slave)?)).stderr(Stdio::from(pair.slave));
+            Some(pair.master)
+        } else {
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        };
+        // SAFETY: runs in the child between fork and exec and only makes async-signal-safe
+        // system calls on data prepared before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                if chroot && libc::chroot(root_c.as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::chdir(cwd_c.as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // A session (and process group) of its own: signals and the timeout reach
+                // the whole group, and a tty becomes its controlling terminal.
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+
+        let (mut child, pid, exited) = self
+            .reaper
+            .spawn(|| {
+                let child = command.spawn()?;
+                let pid = child.id();
+                Ok((child, pid))
+            })
+            .map_err(|e| spawn_error(&req.program, &program, e))?;
+        drop(command); // closes our copies of the pty slave
+
+        let nonblocking = |fd: OwnedFd| async_fd(fd).map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("pipe setup: {e}")));
+        let (stdin, stdout, stderr, pty) = match pty {
+            Some(master) => {
+                let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("dup pty: {e}")));
+                let (writer, resizer) = (dup(&master)?, dup(&master)?);
+                (Some(nonblocking(writer)?), Some(nonblocking(master)?), None, Some(resizer))
+            }
+            None => (
+                child.stdin.take().map(|s| nonblocking(s.into())).transpose()?,
+                child.stdout.take().map(|s| nonblocking(s.into())).transpose()?,
+                child.stderr.take().map(|s| nonblocking(s.into())).transpose()?,
+                None,
+            ),
+        };
+
+        let (ended_tx, ended_rx) = watch::channel(None);
+        let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
+        tokio::spawn(async move {
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let exit = match timeout {
+                None => exited.await,
+                Some(limit) => {
+                    tokio::pin!(exited);
+                    match tokio::time::timeout(limit, &mut exited).await {
+                        Ok(exit) => exit,
+                        Err(_) => {
+                            timed_out.store(true, Ordering::Relaxed);
+                            // SAFETY: kill(2) with a negative pid signals that process group.
+                            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                            exited.await
+                        }
+                    }
+                }
+            };
+            // The reaper drops the sender only if it stops, which never happens while we run.
+            let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
+            let _ = ended_tx.send(Some(Ended { exit, timed_out: timed_out.load(Ordering::Relaxed) }));
+        });
+
+        let exec_id = format!("exec-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let exec = Exec {
+            pid,
+            stdout: tokio::sync::Mutex::new(stdout),
+            stderr: tokio::sync::Mutex::new(stderr),
+            stdin: tokio::sync::Mutex::new(stdin),
+            pty,
+            ended: ended_rx,
+        };
+        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.clone(), Arc::new(exec));
+        Ok((exec_id, pid))
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        self.root
+            .resolve(path)
+            .and_then(|fd| rootfs::fstat(&fd))
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    }
+
+    /// The program's path inside the root: as given if it has a '/', else the first
+    /// executable match in PATH. Distinguishes "not there" from "there but not executable".
+    fn resolve_program(&self, program: &str, path_var: &str, working_dir: &str) -> Result<String, ExecError> {
+        if program.is_empty() {
+            return Err(exec_error(ErrorKind::INVALID_ARGUMENT, "the program name is empty"));
+        }
+        let check = |candidate: &str| -> Option<bool> {
+            let st = self.root.resolve(candidate).and_then(|fd| rootfs::fstat(&fd)).ok()?;
+            Some(st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0)
+        };
+        if program.contains('/') {
+            let path = if program.starts_with('/') { program.to_string() } else { format!("{working_dir}/{program}") };
+            return match check(&path) {
+                Some(true) => Ok(path),
+                Some(false) => Err(exec_error(ErrorKind::NOT_EXECUTABLE, format!("{program:?} is not an executable file"))),
+                None => Err(exec_error(ErrorKind::PROGRAM_NOT_FOUND, format!("program {program:?} does not exist in the box"))),
+            };
+        }
+        let mut not_executable = None;
+        for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+            let candidate = format!("{}/{program}", dir.trim_end_matches('/'));
+            match check(&candidate) {
+                Some(true) => return Ok(candidate),
+                Some(false) => not_executable = not_executable.or(Some(candidate)),
+                None => {}
+            }
+        }
+        Err(match not_executable {
+            Some(path) => exec_error(ErrorKind::NOT_EXECUTABLE, format!("{path} is not an executable file")),
+            None => exec_error(ErrorKind::PROGRAM_NOT_FOUND, format!("program {program:?} not found in PATH ({path_var})")),
+        })
+    }
+}
+
+fn spawn_error(program: &str, resolved: &str, e: io::Error) -> ExecError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => exec_error(
+            ErrorKind::PROGRAM_NOT_FOUND,
+            format!("{resolved} (for {program:?}) or its interpreter does not exist in the box: {e}"),
+        ),
+        Some(libc::EACCES) | Some(libc::ENOEXEC) => {
+            exec_error(ErrorKind::NOT_EXECUTABLE, format!("{resolved} cannot be executed by this user: {e}"))
+        }
+        _ => exec_error(ErrorKind::SPAWN_FAILED, format!("starting {resolved}: {e}")),
+    }
+}
+
+fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: fcntl on a descriptor we own, setting only O_NONBLOCK.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: the OwnedFd moves into the AsyncFd and stays open, naming the same file,
+    // until the AsyncFd is dropped.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Reads at least one byte (waiting up to `wait`), then whatever else is ready, up to `max`.
+/// `Ok(None)` is end of file (for a pty: the last slave descriptor closed, EIO).
+async fn read_chunk(fd: &AsyncFd<OwnedFd>, max: usize, wait: Duration) -> io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; READ_BUFFER.min(max)];
+    loop {
+        let want = (max - data.len()).min(buf.len());
+        let result = if data.is_empty() {
+            let Ok(guard) = tokio::time::timeout(wait, fd.readable()).await else {
+                return Ok(Some(data)); // nothing within the wait: an empty chunk
+            };
+            let mut guard = guard?;
+            match guard.try_io(|inner| raw_read(inner.get_ref(), &mut buf[..want])) {
+                Ok(result) => result,
+                Err(_would_block) => continue,
+            }
+        } else {
+            raw_read(fd.get_ref(), &mut buf[..want])
+        };
+        match result {
+            Ok(0) => return Ok(if data.is_empty() { None } else { Some(data) }),
+            Ok(n) => {
+                data.extend_from_slice(&buf[..n]);
+                if data.len() >= max {
+                    return Ok(Some(data));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(data)),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(if data.is_empty() { None } else { Some(data) }),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn raw_read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: read(2) into a buffer we own, of the length we pass.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        let result = guard.try_io(|inner| {
+            // SAFETY: write(2) from a slice we borrow, of the length we pass.
+            let n = unsafe { libc::write(inner.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len()) };
+            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        });
+        match result {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+fn bounded_wait(wait_ms: u64) -> Duration {
+    Duration::from_millis(wait_ms).min(MAX_WAIT)
+}
+
+#[async_trait::async_trait]
+impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        Ok(match self.start_process(&req) {
+            Ok((exec_id, pid)) => StartResponse { exec_id, pid, ..Default::default() },
+            Err(error) => {
+                crate::log!("exec {:?} refused: {}", req.program, error.message);
+                StartResponse { error: Some(error).into(), ..Default::default() }
+            }
+        })
+    }
+
+    async fn read_output(&self, _ctx: &TtrpcContext, req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
+        let exec = self.get(&req.exec_id)?;
+        let stream = match req.stream.enum_value() {
+            Ok(OutputStream::STDOUT) => &exec.stdout,
+            Ok(OutputStream::STDERR) => &exec.stderr,
+            Err(n) => return Err(status(ttrpc::Code::INVALID_ARGUMENT, format!("unknown output stream {n}"))),
+        };
+        let max = req.max_bytes.clamp(1, MAX_OUTPUT_CHUNK) as usize;
+        let mut stream = stream.lock().await;
+        let Some(fd) = stream.as_ref() else {
+            return Ok(ReadOutputResponse { eof: true, ..Default::default() });
+        };
+        match read_chunk(fd, max, bounded_wait(req.wait_ms)).await {
+            Ok(Some(data)) => Ok(ReadOutputResponse { data, ..Default::default() }),
+            Ok(None) => {
+                *stream = None;
+                Ok(ReadOutputResponse { eof: true, ..Default::default() })
+            }
+            Err(e) => Err(status(ttrpc::Code::INTERNAL, format!("reading output of {}: {e}", req.exec_id))),
+        }
+    }
+
+    async fn write_stdin(&self, _ctx: &TtrpcContext, req: WriteStdinRequest) -> ttrpc::Result<WriteStdinResponse> {
+        if req.data.len() > MAX_STDIN_CHUNK {
+            return Err(status(ttrpc::Code::INVALID_ARGUMENT, format!("stdin chunk over {MAX_STDIN_CHUNK} bytes")));
+        }
+        let exec = self.get(&req.exec_id)?;
+        let mut stdin = exec.stdin.lock().await;
+        let Some(fd) = stdin.as_ref() else {
+            return Err(status(ttrpc::Code::FAILED_PRECONDITION, format!("stdin of {} is closed", req.exec_id)));
+        };
+        if let Err(e) = write_all(fd, &req.data).await {
+            *stdin = None;
+            return Err(status(ttrpc::Code::FAILED_PRECONDITION, format!("writing stdin of {}: {e}", req.exec_id)));
+        }
+        if req.close {
+            *stdin = None;
+        }
+        Ok(WriteStdinResponse::default())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        let exec = self.get(&req.exec_id)?;
+        let mut ended = exec.ended.clone();
+        let result = tokio::time::timeout(bounded_wait(req.wait_ms), ended.wait_for(Option::is_some)).await;
+        let ended = match result {
+            Ok(Ok(value)) => *value,
+            _ => None,
+        };
+        Ok(match ended {
+            None => WaitResponse::default(),
+            Some(Ended { exit, timed_out }) => {
+                let (exit_code, signal) = match exit {
+                    Exit::Code(code) => (code, 0),
+                    Exit::Signal(signal) => (0, signal),
+                };
+                WaitResponse { exited: true, exit_code, signal, timed_out, ..Default::default() }
+            }
+        })
+    }
+
+    async fn signal(&self, _ctx: &TtrpcContext, req: SignalRequest) -> ttrpc::Result<SignalResponse> {
+        let exec = self.get(&req.exec_id)?;
+        if !(1..=64).contains(&req.signal) {
+            return Err(status(ttrpc::Code::INVALID_ARGUMENT, format!("{} is not a signal number", req.signal)));
+        }
+        if exec.ended.borrow().is_some() {
+            return Ok(SignalResponse::default()); // already gone; the pid may be reused
+        }
+        let target = if req.process_group { -(exec.pid as i32) } else { exec.pid as i32 };
+        // SAFETY: kill(2) on the process (group) this execution started, which has not been
+        // reaped yet (checked above), so the pid still names it.
+        if unsafe { libc::kill(target, req.signal) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(status(ttrpc::Code::INTERNAL, format!("signal {} to {}: {e}", req.signal, req.exec_id)));
+        }
+        Ok(SignalResponse::default())
+    }
+
+    async fn resize(&self, _ctx: &TtrpcContext, req: ResizeRequest) -> ttrpc::Result<ResizeResponse> {
+        let exec = self.get(&req.exec_id)?;
+        let Some(pty) = &exec.pty else {
+            return Err(status(ttrpc::Code::FAILED_PRECONDITION, format!("{} has no tty", req.exec_id)));
+        };
+        let size = libc::winsize { ws_row: req.rows.clamp(1, 1000) as u16, ws_col: req.cols.clamp(1, 1000) as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize we own from the pty master we own.
+        if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(status(ttrpc::Code::INTERNAL, format!("resize {}: {e}", req.exec_id)));
+        }
+        Ok(ResizeResponse::default())
+    }
+
+    async fn release(&self, _ctx: &TtrpcContext, req: ReleaseRequest) -> ttrpc::Result<ReleaseResponse> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&req.exec_id);
+        Ok(ReleaseResponse::default())
+    }
+}

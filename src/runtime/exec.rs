@@ -1,0 +1,448 @@
+//! Processes in a VM, host side: start one, stream its stdout and stderr, feed its stdin,
+//! signal it, wait for it.
+//!
+//! Flow control end to end: one pump task per output stream pulls chunks from the agent
+//! (ReadOutput) and hands them to a bounded channel. A consumer that stops reading fills
+//! the channel, the pump stops asking, the agent stops reading the pipe, and the process
+//! blocks in write(2). Host memory per stream is at most
+//! `(OUTPUT_CHANNEL_CHUNKS + 1) * MAX_OUTPUT_CHUNK`, whatever the process writes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boxlite_protocol::agent::{
+    exec_error::Kind as WireErrorKind, OutputStream as WireStream, ReadOutputRequest, ReleaseRequest, ResizeRequest,
+    SignalRequest, StartRequest, WaitRequest, WriteStdinRequest,
+};
+use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
+use tokio::sync::{mpsc, OnceCell};
+
+use crate::runtime::agent::context;
+use crate::runtime::error::{Error, Result};
+use crate::runtime::vm::Link;
+
+/// Chunks buffered per output stream between the pump and the consumer.
+const OUTPUT_CHANNEL_CHUNKS: usize = 2;
+/// How long one ReadOutput or Wait may wait in the agent before answering "nothing yet".
+const LONG_POLL: Duration = Duration::from_secs(20);
+/// Deadline margin on top of a long poll, for the round trip.
+const RPC_MARGIN: Duration = Duration::from_secs(10);
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest exec id we accept from the guest.
+const MAX_EXEC_ID: usize = 64;
+
+/// What to run. Defaults come from the box (and, once images land, the image config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecCommand {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    /// A user name, "uid" or "uid:gid" from the box's /etc/passwd; `None` is root.
+    pub user: Option<String>,
+    /// Run on a pseudo-terminal of this many rows and columns (stderr then joins stdout).
+    pub tty: Option<(u16, u16)>,
+    /// Kill the whole process group after this long and report a timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl ExecCommand {
+    pub fn new(program: impl Into<String>) -> Self {
+        ExecCommand { program: program.into(), ..Default::default() }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    pub fn tty(mut self, rows: u16, cols: u16) -> Self {
+        self.tty = Some((rows, cols));
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidOption { field: "exec command", reason });
+        if self.program.is_empty() {
+            return invalid("the program is empty".into());
+        }
+        if let Some((name, _)) = self.env.iter().find(|(n, _)| n.is_empty() || n.contains('=')) {
+            return invalid(format!("environment variable name {name:?} is empty or contains '='"));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return invalid("a timeout must be more than zero (leave it unset for none)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the agent would not start a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecErrorKind {
+    ProgramNotFound,
+    NotExecutable,
+    WorkingDirNotFound,
+    UserNotFound,
+    InvalidArgument,
+    SpawnFailed,
+}
+
+impl std::fmt::Display for ExecErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExecErrorKind::ProgramNotFound => "program not found",
+            ExecErrorKind::NotExecutable => "not executable",
+            ExecErrorKind::WorkingDirNotFound => "working directory not found",
+            ExecErrorKind::UserNotFound => "user not found",
+            ExecErrorKind::InvalidArgument => "invalid argument",
+            ExecErrorKind::SpawnFailed => "spawn failed",
+        })
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecStatus {
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Killed because its timeout passed.
+    pub timed_out: bool,
+}
+
+impl ExecStatus {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Everything a finished process produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExecStatus,
+}
+
+/// Per-VM execution counters (a snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecMetrics {
+    pub started: u64,
+    /// Executions the agent refused or that could not be asked for.
+    pub failed: u64,
+    /// Output bytes received (stdout + stderr).
+    pub bytes_out: u64,
+    /// Stdin bytes sent.
+    pub bytes_in: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ExecCounters {
+    started: AtomicU64,
+    failed: AtomicU64,
+    bytes_out: AtomicU64,
+    bytes_in: AtomicU64,
+}
+
+impl ExecCounters {
+    pub(crate) fn snapshot(&self) -> ExecMetrics {
+        ExecMetrics {
+            started: self.started.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A running (or finished) process in a VM. Dropping it releases the agent's record of the
+/// process; a process still running then loses its stdin and output pipes.
+pub struct Execution {
+    id: String,
+    pid: u32,
+    link: Link,
+    stdout: Option<OutputStream>,
+    stderr: Option<OutputStream>,
+    stdin: Option<StdinWriter>,
+    status: OnceCell<ExecStatus>,
+}
+
+/// One output stream of an execution: ordered chunks, then `None` at end of stream.
+pub struct OutputStream {
+    chunks: mpsc::Receiver<Result<Vec<u8>>>,
+}
+
+impl OutputStream {
+    /// The next chunk; `None` once the stream has ended.
+    pub async fn next_chunk(&mut self) -> Option<Result<Vec<u8>>> {
+        self.chunks.recv().await
+    }
+
+    /// Reads the stream to its end.
+    pub async fn read_to_end(&mut self) -> Result<Vec<u8>> {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_chunk().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(all)
+    }
+}
+
+/// The stdin of an execution.
+pub struct StdinWriter {
+    exec_id: String,
+    link: Link,
+    counters: Arc<ExecCounters>,
+}
+
+impl StdinWriter {
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        for piece in data.chunks(MAX_STDIN_CHUNK) {
+            self.send(piece, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes stdin: the process reads end of file.
+    pub async fn close(self) -> Result<()> {
+        self.send(&[], true).await
+    }
+
+    async fn send(&self, data: &[u8], close: bool) -> Result<()> {
+        let request = WriteStdinRequest { exec_id: self.exec_id.clone(), data: data.to_vec(), close, ..Default::default() };
+        let execution = self.link.agent.execution();
+        self.link.call("WriteStdin", execution.write_stdin(context(RPC_TIMEOUT), &request)).await?;
+        self.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Execution {
+    pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand) -> Result<Execution> {
+        command.validate()?;
+        let (rows, cols) = command.tty.unwrap_or((0, 0));
+        let request = StartRequest {
+            program: command.program.clone(),
+            args: command.args.clone(),
+            env: command.env.iter().map(|(n, v)| format!("{n}={v}")).collect(),
+            working_dir: command.working_dir.clone().unwrap_or_default(),
+            user: command.user.clone().unwrap_or_default(),
+            tty: command.tty.is_some(),
+            tty_rows: rows.into(),
+            tty_cols: cols.into(),
+            timeout_ms: command.timeout.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
+            ..Default::default()
+        };
+        let started = link.call("Start", link.agent.execution().start(context(RPC_TIMEOUT), &request)).await;
+        let response = match started {
+            Ok(response) => response,
+            Err(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if let Some(error) = response.error.as_ref().filter(|e| e.kind.value() != 0) {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            let kind = match error.kind.enum_value() {
+                Ok(WireErrorKind::PROGRAM_NOT_FOUND) => ExecErrorKind::ProgramNotFound,
+                Ok(WireErrorKind::NOT_EXECUTABLE) => ExecErrorKind::NotExecutable,
+                Ok(WireErrorKind::WORKING_DIR_NOT_FOUND) => ExecErrorKind::WorkingDirNotFound,
+                Ok(WireErrorKind::USER_NOT_FOUND) => ExecErrorKind::UserNotFound,
+                Ok(WireErrorKind::INVALID_ARGUMENT) => ExecErrorKind::InvalidArgument,
+                _ => ExecErrorKind::SpawnFailed,
+            };
+            return Err(Error::ExecRefused { program: command.program, kind, message: bounded(&error.message) });
+        }
+        if response.exec_id.is_empty() || response.exec_id.len() > MAX_EXEC_ID {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::GuestProtocol { what: format!("Start answered an exec id of {} bytes", response.exec_id.len()) });
+        }
+        counters.started.fetch_add(1, Ordering::Relaxed);
+        let id = response.exec_id;
+        let stdout = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDOUT);
+        let stderr = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDERR);
+        let stdin = StdinWriter { exec_id: id.clone(), link: link.clone(), counters };
+        Ok(Execution {
+            id,
+            pid: response.pid,
+            link,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            stdin: Some(stdin),
+            status: OnceCell::new(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The process id inside the guest.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn take_stdout(&mut self) -> Option<OutputStream> {
+        self.stdout.take()
+    }
+
+    pub fn take_stderr(&mut self) -> Option<OutputStream> {
+        self.stderr.take()
+    }
+
+    pub fn take_stdin(&mut self) -> Option<StdinWriter> {
+        self.stdin.take()
+    }
+
+    /// Waits for the process to end. May be called again; the answer is kept.
+    pub async fn wait(&self) -> Result<ExecStatus> {
+        self.status.get_or_try_init(|| self.wait_once()).await.copied()
+    }
+
+    async fn wait_once(&self) -> Result<ExecStatus> {
+        let execution = self.link.agent.execution();
+        loop {
+            let request = WaitRequest { exec_id: self.id.clone(), wait_ms: LONG_POLL.as_millis() as u64, ..Default::default() };
+            let response = self.link.call("Wait", execution.wait(context(LONG_POLL + RPC_MARGIN), &request)).await?;
+            if response.exited {
+                return Ok(ExecStatus {
+                    code: (response.signal == 0).then_some(response.exit_code),
+                    signal: (response.signal != 0).then_some(response.signal),
+                    timed_out: response.timed_out,
+                });
+            }
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        self.send_signal(signal, false).await
+    }
+
+    /// Kills the process and everything in its process group (SIGKILL).
+    pub async fn kill(&self) -> Result<()> {
+        self.send_signal(libc::SIGKILL, true).await
+    }
+
+    async fn send_signal(&self, signal: i32, process_group: bool) -> Result<()> {
+        let request = SignalRequest { exec_id: self.id.clone(), signal, process_group, ..Default::default() };
+        let execution = self.link.agent.execution();
+        self.link.call("Signal", execution.signal(context(RPC_TIMEOUT), &request)).await.map(|_| ())
+    }
+
+    /// Changes the window size of a tty execution.
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        let request = ResizeRequest { exec_id: self.id.clone(), rows: rows.into(), cols: cols.into(), ..Default::default() };
+        let execution = self.link.agent.execution();
+        self.link.call("Resize", execution.resize(context(RPC_TIMEOUT), &request)).await.map(|_| ())
+    }
+
+    /// Closes stdin, reads both streams to their end and waits for the exit.
+    pub async fn output(mut self) -> Result<ExecOutput> {
+        if let Some(stdin) = self.stdin.take() {
+            stdin.close().await?;
+        }
+        let (out, err) = tokio::join!(read_all(self.stdout.take()), read_all(self.stderr.take()));
+        let status = self.wait().await?;
+        Ok(ExecOutput { stdout: out?, stderr: err?, status })
+    }
+}
+
+async fn read_all(stream: Option<OutputStream>) -> Result<Vec<u8>> {
+    match stream {
+        Some(mut stream) => stream.read_to_end().await,
+        None => Ok(Vec::new()),
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        let (link, exec_id) = (self.link.clone(), self.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let request = ReleaseRequest { exec_id, ..Default::default() };
+                let _ = link.call("Release", link.agent.execution().release(context(RPC_TIMEOUT), &request)).await;
+            });
+        }
+    }
+}
+
+/// Pulls one output stream into a bounded channel until end of stream. If the consumer
+/// drops its end, the pump keeps draining (and discarding) so that the process is not left
+/// blocked on a full pipe; Release ends that.
+fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireStream) -> OutputStream {
+    let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        let execution = link.agent.execution();
+        loop {
+            let request = ReadOutputRequest {
+                exec_id: exec_id.clone(),
+                stream: stream.into(),
+                max_bytes: MAX_OUTPUT_CHUNK,
+                wait_ms: LONG_POLL.as_millis() as u64,
+                ..Default::default()
+            };
+            let response = match link.call("ReadOutput", execution.read_output(context(LONG_POLL + RPC_MARGIN), &request)).await {
+                Ok(response) => response,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if response.data.len() > MAX_OUTPUT_CHUNK as usize {
+                let what = format!("ReadOutput answered {} bytes, more than the {MAX_OUTPUT_CHUNK} asked for", response.data.len());
+                let _ = tx.send(Err(Error::GuestProtocol { what })).await;
+                return;
+            }
+            if !response.data.is_empty() {
+                counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
+                // A closed receiver means nobody wants the output: keep draining it.
+                let _ = tx.send(Ok(response.data)).await;
+            }
+            if response.eof {
+                return;
+            }
+        }
+    });
+    OutputStream { chunks: rx }
+}
+
+/// Guest-supplied text, cut to a length fit for an error message.
+fn bounded(text: &str) -> String {
+    const MAX: usize = 1024;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}

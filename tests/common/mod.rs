@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests that boot real VMs.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use boxlite::{DiskFormat, EngineChoice, RootDisk, Vm, VmOptions};
+
+/// A fresh run directory per test, removed when the test passes.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn new(name: &str) -> RunDir {
+        let dir = std::env::temp_dir().join(format!("boxlite-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        RunDir(dir)
+    }
+
+    pub fn options(&self, engine: EngineChoice) -> VmOptions {
+        let mut options = VmOptions::new(&self.0);
+        options.engine = engine;
+        options.boot_timeout = Duration::from_secs(20);
+        options
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("kept {} for inspection", self.0.display());
+        }
+    }
+}
+
+/// Boots with the qemu engine, or fails the test showing the whole error (logs included).
+pub async fn boot_qemu(dir: &RunDir) -> Vm {
+    match Vm::boot(dir.options(EngineChoice::Qemu)).await {
+        Ok(vm) => vm,
+        Err(e) => panic!("boot failed: {e}"),
+    }
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    // A zombie has exited; only its parent's wait is missing.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for every pid to be gone; returns the ones still alive.
+pub fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
+    let started = Instant::now();
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+        if alive.is_empty() || started.elapsed() > limit {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn socket_files(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_socket()).unwrap_or(false))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+
+/// The busybox root disk that scripts/build-test-rootfs.sh builds.
+pub fn busybox_root() -> RootDisk {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/guest/busybox-rootfs.ext4");
+    assert!(path.is_file(), "{} is missing: run scripts/build-test-rootfs.sh (scripts/test.sh does)", path.display());
+    RootDisk { path, format: DiskFormat::Raw, read_only: true }
+}
+
+/// Boots with the qemu engine and the busybox root disk.
+pub async fn boot_busybox(dir: &RunDir) -> Vm {
+    let mut options = dir.options(EngineChoice::Qemu);
+    options.root_disk = Some(busybox_root());
+    match Vm::boot(options).await {
+        Ok(vm) => vm,
+        Err(e) => panic!("boot failed: {e}"),
+    }
+}
