@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guest.sh
 cargo build --release --quiet -p boxlite-shim
-exec cargo bench --quiet --bench boot
+scripts/build-test-rootfs.sh >/dev/null
+cargo bench --quiet --bench boot
+exec cargo bench --quiet --bench exec

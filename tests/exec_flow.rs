@@ -17,7 +17,9 @@ async fn a_stalled_reader_of_a_gigabyte_keeps_host_memory_bounded() {
     const TOTAL: usize = 1_000_000_000;
     let dir = RunDir::new("exec-flow");
     let vm = boot_busybox(&dir).await;
-    let mut execution = vm.exec(ExecCommand::new("head").args(["-c", &TOTAL.to_string(), "/dev/zero"])).await.unwrap();
+    // dd with 1 MB blocks: busybox head's small buffers would make this a 100 s test.
+    let writer = ExecCommand::new("dd").args(["if=/dev/zero", "bs=1000000", "count=1000"]);
+    let mut execution = vm.exec(writer).await.unwrap();
     let mut stdout = execution.take_stdout().unwrap();
 
     let first = stdout.next_chunk().await.unwrap().unwrap();
