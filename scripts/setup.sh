@@ -28,6 +28,7 @@ APT_PACKAGES=(
   build-essential bc flex bison libelf-dev libssl-dev xz-utils  # the guest kernel build
   python3 file           # test helpers; file(1) checks that the agent is static
   busybox-static         # the userland of the test root disk (scripts/build-test-rootfs.sh)
+  cmake pkg-config g++   # the C API's build, install and C tests (CTest)
 )
 
 need_apt=()
@@ -52,6 +53,11 @@ TOOLS="$BOXLITE_CACHE/tools"
 if [ ! -x "$TOOLS/bin/vhost-device-vsock" ]; then
   log "cargo install vhost-device-vsock -> $TOOLS"
   cargo install --locked --quiet --root "$TOOLS" vhost-device-vsock
+fi
+
+if [ ! -x "$TOOLS/bin/cbindgen" ]; then
+  log "cargo install cbindgen -> $TOOLS"
+  cargo install --locked --quiet --root "$TOOLS" cbindgen
 fi
 
 # --- guest kernel (cached by content hash) ---------------------------------------------------

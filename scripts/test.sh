@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: builds the guest (agent + initramfs, kernel from the cache), the
-# workspace (library, CLI, shim with libkrun), type-checks the benchmarks, then runs
-# `cargo test` over the workspace and prints one summary line of all its results.
-# Needs what scripts/setup.sh installs; run that first on a fresh machine.
+# Runs every test: builds the guest (agent + initramfs, kernel from the cache) and the test
+# root disk, the workspace (library, CLI, shim with libkrun), type-checks the benchmarks,
+# runs `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
+# install, pkg-config and find_package consumers, AddressSanitizer), and prints one summary
+# line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guest.sh
@@ -12,6 +13,8 @@ cargo check --benches --quiet
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
+scripts/test-c.sh 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /tests passed, [0-9]+ tests failed out of/ { f += $4; p += $NF - $4 }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -19,6 +19,18 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidOption { field: &'static str, reason: String },
 
+    /// Another runtime holds this home directory.
+    #[error("{} is in use by another boxlite runtime{}; use another home (BOXLITE_HOME) or stop that process", home.display(), holder_pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    HomeLocked { home: PathBuf, holder_pid: Option<u32> },
+
+    /// No such object.
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+
+    /// The object is in a state that does not allow the operation.
+    #[error("{what}: {reason}")]
+    InvalidState { what: String, reason: String },
+
     /// A helper (shim, kernel, initramfs, qemu, vsock backend) could not be found.
     #[error("cannot find {what}: looked in {searched}. {fix}")]
     HelperNotFound { what: &'static str, searched: String, fix: String },

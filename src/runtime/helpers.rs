@@ -1,11 +1,13 @@
 //! Finding the programs and guest files a VM needs: boxlite-shim, the guest kernel and
 //! initramfs, and for the qemu engine qemu-system-x86_64 and vhost-device-vsock.
 //!
-//! Each is looked up in order: an explicit path, its environment variable, then places
-//! relative to the running executable (an install prefix's libexec/ and share/, or cargo's
-//! target directory), then the boxlite cache (`$BOXLITE_CACHE`, default ~/.cache/boxlite)
-//! and PATH where that makes sense. Errors list every place that was searched.
+//! Each is looked up in order: an explicit path, its environment variable (the override for
+//! development), then an install prefix's libexec/boxlite/ and share/boxlite/ found from
+//! libboxlite.so's own location (or the executable's), then cargo's target directory, then
+//! the boxlite cache (`$BOXLITE_CACHE`, default ~/.cache/boxlite) and PATH where that makes
+//! sense. Errors list every place that was searched.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::runtime::error::{Error, Result};
@@ -34,6 +36,37 @@ pub fn cache_dir() -> PathBuf {
 
 fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+}
+
+/// The directory of the file this code was loaded from: libboxlite.so when boxlite is used
+/// as a shared library (so an installed library finds its helpers without environment
+/// variables), the executable itself when it is linked in statically.
+fn library_dir() -> Option<PathBuf> {
+    // SAFETY: dladdr only reads the address (of a function in this object) and fills the
+    // Dl_info we own; dli_fname, when set, is a NUL-terminated path owned by the loader.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(library_dir as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(std::ffi::CStr::from_ptr(info.dli_fname).to_bytes()));
+        std::fs::canonicalize(path).ok()?.parent().map(Path::to_path_buf)
+    }
+}
+
+/// Where an install prefix keeps boxlite's helpers, relative to the library or executable:
+/// `<prefix>/lib[/<multiarch>]/` next to `<prefix>/libexec/boxlite/` and `<prefix>/share/boxlite/`.
+fn prefix_dirs(sub: &str) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for base in [library_dir(), exe_dir()].into_iter().flatten() {
+        for up in ["..", "../.."] {
+            let dir = base.join(up).join(sub);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
@@ -81,8 +114,8 @@ fn guest_dirs() -> Vec<PathBuf> {
     if let Some(dir) = env_path(GUEST_DIR_ENV) {
         dirs.push(dir);
     }
+    dirs.extend(prefix_dirs("share/boxlite"));
     if let Some(exe) = exe_dir() {
-        dirs.push(exe.join("../share/boxlite")); // installed: bin/ or lib/ next to share/
         dirs.push(exe.join("../guest")); // cargo: target/debug/<exe>
         dirs.push(exe.join("../../guest")); // cargo: target/debug/deps/<test binary>
     }
@@ -103,11 +136,10 @@ pub fn initramfs(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 pub fn shim(explicit: Option<&Path>) -> Result<PathBuf> {
-    let mut candidates = Vec::new();
+    let mut candidates: Vec<PathBuf> = prefix_dirs("libexec/boxlite").into_iter().map(|d| d.join("boxlite-shim")).collect();
     if let Some(exe) = exe_dir() {
-        candidates.push(exe.join("boxlite-shim"));
-        candidates.push(exe.join("../boxlite-shim"));
-        candidates.push(exe.join("../libexec/boxlite/boxlite-shim"));
+        candidates.push(exe.join("boxlite-shim")); // cargo: target/debug/<exe>
+        candidates.push(exe.join("../boxlite-shim")); // cargo: target/debug/deps/<test binary>
     }
     first_file("boxlite-shim", SHIM_ENV, explicit, candidates)
 }
@@ -125,10 +157,8 @@ pub fn qemu() -> Result<PathBuf> {
 }
 
 pub fn vhost_vsock() -> Result<PathBuf> {
-    let mut candidates: Vec<PathBuf> = vec![cache_dir().join("tools/bin/vhost-device-vsock")];
-    if let Some(exe) = exe_dir() {
-        candidates.push(exe.join("../libexec/boxlite/vhost-device-vsock"));
-    }
+    let mut candidates: Vec<PathBuf> = prefix_dirs("libexec/boxlite").into_iter().map(|d| d.join("vhost-device-vsock")).collect();
+    candidates.push(cache_dir().join("tools/bin/vhost-device-vsock"));
     candidates.extend(path_dirs().into_iter().map(|d| d.join("vhost-device-vsock")));
     first_file("vhost-device-vsock", VHOST_VSOCK_ENV, None, candidates)
 }

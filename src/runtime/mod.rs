@@ -2,9 +2,11 @@
 //! talking to its agent, and running processes in it. Boxes, images and the runtime home build on this.
 
 pub mod agent;
+pub mod boxes;
 pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod helpers;
+pub mod home;
 pub mod spec;
 pub mod vm;

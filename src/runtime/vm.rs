@@ -131,7 +131,8 @@ impl std::fmt::Display for ShimExit {
     }
 }
 
-/// A running VM and its agent connection. Dropping it kills a non-detached VM.
+/// A running VM and its agent connection. A non-detached VM is killed once the `Vm` and
+/// every execution started in it are dropped.
 pub struct Vm {
     spec: Arc<VmSpec>,
     shim_pid: u32,
@@ -141,8 +142,6 @@ pub struct Vm {
     first_ping: PingResponse,
     timings: BootTimings,
     exec_counters: Arc<ExecCounters>,
-    /// Our end of the watchdog pipe; dropping it tells a non-detached shim to stop.
-    _watchdog: Option<ChildStdin>,
     exit: watch::Receiver<Option<ShimExit>>,
     kill: mpsc::UnboundedSender<()>,
 }
@@ -155,6 +154,25 @@ pub(crate) struct Link {
     pub agent: AgentClient,
     exit: watch::Receiver<Option<ShimExit>>,
     spec: Arc<VmSpec>,
+    /// An execution keeps its VM alive, as a child handle keeps its parent.
+    _lifeline: Arc<Lifeline>,
+}
+
+/// What keeps a non-detached VM running: held by the `Vm` and by every execution's `Link`;
+/// when the last holder goes, the VM is killed.
+struct Lifeline {
+    kill: mpsc::UnboundedSender<()>,
+    detached: bool,
+    /// Our end of the watchdog pipe; closing it tells a non-detached shim to stop.
+    _watchdog: Option<ChildStdin>,
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        if !self.detached {
+            let _ = self.kill.send(());
+        }
+    }
 }
 
 impl Link {
@@ -272,7 +290,8 @@ impl Vm {
         let timings = BootTimings { vm_running, first_ping: started.elapsed() };
         guard.kill = None;
         let spec = Arc::new(spec);
-        let link = Link { agent, exit: exit.clone(), spec: spec.clone() };
+        let lifeline = Arc::new(Lifeline { kill: kill.clone(), detached: spec.detached, _watchdog: watchdog });
+        let link = Link { agent, exit: exit.clone(), spec: spec.clone(), _lifeline: lifeline };
         Ok(Vm {
             spec,
             shim_pid,
@@ -282,7 +301,6 @@ impl Vm {
             first_ping,
             timings,
             exec_counters: Arc::default(),
-            _watchdog: watchdog,
             exit,
             kill,
         })
@@ -363,7 +381,7 @@ impl Vm {
 
     /// Asks the agent to sync and power off, then waits up to `grace` for the VM to end;
     /// past that the shim is killed. Returns how the shim ended (see [`Vm::kill`]).
-    pub async fn shutdown(self, grace: Duration) -> Result<Option<ShimExit>> {
+    pub async fn shutdown(&self, grace: Duration) -> Result<Option<ShimExit>> {
         let asked = self.link.call("Shutdown", self.link.agent.shutdown(RPC_TIMEOUT)).await;
         let exited = match wait_exit(&self.exit, grace).await {
             Some(e) => Some(e),
@@ -374,7 +392,7 @@ impl Vm {
 
     /// Kills the VM at once (SIGKILL to the shim; qemu and its helpers die with it).
     /// `None` only if the async runtime is shutting down and the shim's supervisor is gone.
-    pub async fn kill(self) -> Option<ShimExit> {
+    pub async fn kill(&self) -> Option<ShimExit> {
         self.kill_and_wait().await
     }
 
@@ -383,14 +401,6 @@ impl Vm {
         let mut exit = self.exit.clone();
         let exited = exit.wait_for(Option::is_some).await.map(|e| e.clone());
         exited.ok().flatten()
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if !self.spec.detached {
-            let _ = self.kill.send(());
-        }
     }
 }
 

@@ -1,0 +1,590 @@
+//! Commands, executions with callback streaming, and the blocking `boxlite_box_run`.
+
+use std::ffi::{c_char, c_void};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::boxes::boxlite_box_t;
+use super::error::{boxlite_error_t, error_parts, new_error};
+use super::{block_on, free_handle, guard, guard_void, handle, out_arg, str_arg, tokio};
+use crate::runtime::error::Error;
+use crate::runtime::exec::{ExecCommand, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
+
+/// A command to run in a box (an opaque builder).
+pub struct boxlite_command_t {
+    command: ExecCommand,
+}
+
+/// How a process ended.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct boxlite_exit_status_t {
+    /// The exit code, or -1 if a signal ended the process.
+    pub exit_code: i32,
+    /// The signal that ended the process, or 0.
+    pub signal: i32,
+    /// The process group was killed because the command's timeout passed.
+    pub timed_out: bool,
+    /// An output callback returned non-zero, so the process group was killed.
+    pub cancelled: bool,
+}
+
+/// Receives a chunk of output: `data` is valid only during the call. Return 0 to go on;
+/// non-zero cancels the execution (its process group is killed and no more output is
+/// delivered).
+pub type boxlite_output_cb = Option<unsafe extern "C" fn(data: *const u8, len: usize, user_data: *mut c_void) -> i32>;
+
+/// Called exactly once when the execution is over: with its status and NULL, or with NULL
+/// and the error that ended it (both pointers valid only during the call).
+pub type boxlite_exit_cb =
+    Option<unsafe extern "C" fn(status: *const boxlite_exit_status_t, error: *const boxlite_error_t, user_data: *mut c_void)>;
+
+/// Frees `user_data` once the library is done with it.
+pub type boxlite_user_data_free_cb = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// The version of `boxlite_exec_callbacks_t` this header describes.
+pub const BOXLITE_EXEC_CALLBACKS_VERSION: u32 = 1;
+
+/// Callbacks of an execution. All run on a library thread, one at a time for one
+/// execution (never re-entrantly); chunks of one stream arrive in order.
+#[repr(C)]
+pub struct boxlite_exec_callbacks_t {
+    /// Must be BOXLITE_EXEC_CALLBACKS_VERSION.
+    pub version: u32,
+    pub on_stdout: boxlite_output_cb,
+    pub on_stderr: boxlite_output_cb,
+    pub on_exit: boxlite_exit_cb,
+    pub user_data: *mut c_void,
+    /// Called exactly once, after the last callback (or at once if the exec fails to start).
+    pub user_data_free: boxlite_user_data_free_cb,
+}
+
+/// The callbacks, movable to the thread that calls them.
+struct Callbacks {
+    on_stdout: boxlite_output_cb,
+    on_stderr: boxlite_output_cb,
+    on_exit: boxlite_exit_cb,
+    user_data: *mut c_void,
+    user_data_free: boxlite_user_data_free_cb,
+}
+
+// SAFETY: the C contract says callbacks may run on any library thread, and user_data is
+// only ever passed back to them, from one thread at a time.
+unsafe impl Send for Callbacks {}
+
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        if let Some(free) = self.user_data_free.take() {
+            // SAFETY: the caller's own function, with the caller's own pointer, once.
+            unsafe { free(self.user_data) };
+        }
+    }
+}
+
+/// What `boxlite_execution_wait` waits for.
+type Outcome = Result<boxlite_exit_status_t, (i32, String)>;
+
+struct Shared {
+    execution: Execution,
+    stdin: tokio::sync::Mutex<Option<StdinWriter>>,
+    outcome: Mutex<Option<Outcome>>,
+    finished: Condvar,
+}
+
+/// A running (or finished) process. Keeps its box alive; may be freed while running (the
+/// process goes on, its callbacks too).
+pub struct boxlite_execution_t {
+    shared: Arc<Shared>,
+}
+
+/// The collected result of `boxlite_box_run`.
+pub struct boxlite_output_t {
+    output: ExecOutput,
+}
+
+/// Creates a command running `program` (a path, or a name looked up in the box's PATH).
+/// On success `*out` owns it (free with `boxlite_command_free`). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments or a non-UTF-8 program. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `program` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_new(out: *mut *mut boxlite_command_t, program: *const c_char) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or NUL-terminated (caller's contract).
+        let program = unsafe { str_arg(program, "program") }?;
+        let command = Box::new(boxlite_command_t { command: ExecCommand::new(program) });
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = Box::into_raw(command) };
+        Ok(())
+    })
+}
+
+/// Runs `change` on a command that must not be NULL.
+///
+/// # Safety
+/// `command` is NULL or live and not used elsewhere during the call.
+unsafe fn with_command(command: *mut boxlite_command_t, change: impl FnOnce(&mut ExecCommand) -> Result<(), Error>) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live, exclusive for this call (caller's contract).
+        let command = unsafe { command.as_mut() }.ok_or_else(|| super::null_argument("command"))?;
+        change(&mut command.command)
+    })
+}
+
+/// Appends an argument (copied). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULL
+/// arguments or non-UTF-8 text. Not thread-safe for the same command.
+///
+/// # Safety
+/// `command` is NULL or live; `arg` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_add_arg(command: *mut boxlite_command_t, arg: *const c_char) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe {
+        with_command(command, |c| {
+            c.args.push(str_arg(arg, "arg")?.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// Sets an environment variable (copied) on top of the box's defaults. Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments, non-UTF-8 text, or a name that is
+/// empty or contains '='. Not thread-safe for the same command.
+///
+/// # Safety
+/// `command` is NULL or live; `name` and `value` are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_env(
+    command: *mut boxlite_command_t,
+    name: *const c_char,
+    value: *const c_char,
+) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe {
+        with_command(command, |c| {
+            let name = str_arg(name, "name")?;
+            if name.is_empty() || name.contains('=') {
+                return Err(Error::InvalidOption { field: "name", reason: format!("{name:?} is empty or contains '='") });
+            }
+            c.env.retain(|(n, _)| n != name);
+            c.env.push((name.to_string(), str_arg(value, "value")?.to_string()));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the working directory inside the box (copied). Errors: as for the other setters.
+///
+/// # Safety
+/// `command` is NULL or live; `dir` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_working_dir(command: *mut boxlite_command_t, dir: *const c_char) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe {
+        with_command(command, |c| {
+            c.working_dir = Some(str_arg(dir, "dir")?.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// Sets the user: a name from the box's /etc/passwd, "uid" or "uid:gid" (copied).
+/// Errors: as for the other setters.
+///
+/// # Safety
+/// `command` is NULL or live; `user` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_user(command: *mut boxlite_command_t, user: *const c_char) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe {
+        with_command(command, |c| {
+            c.user = Some(str_arg(user, "user")?.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// Kills the process group after `timeout_ms` milliseconds (0: no timeout).
+///
+/// # Safety
+/// `command` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_timeout_ms(command: *mut boxlite_command_t, timeout_ms: u64) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_command(command, |c| {
+            c.timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+            Ok(())
+        })
+    }
+}
+
+/// Runs the command on a pseudo-terminal of `rows` x `cols` (stderr then joins stdout).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL command or a zero size.
+///
+/// # Safety
+/// `command` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_tty(command: *mut boxlite_command_t, rows: u16, cols: u16) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_command(command, |c| {
+            if rows == 0 || cols == 0 {
+                return Err(Error::InvalidOption { field: "tty", reason: format!("{rows}x{cols} is not a terminal size") });
+            }
+            c.tty = Some((rows, cols));
+            Ok(())
+        })
+    }
+}
+
+/// Frees a command. NULL does nothing.
+///
+/// # Safety
+/// `command` is NULL or live, and not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_free(command: *mut boxlite_command_t) {
+    // SAFETY: NULL or from Box::into_raw, given up by the caller.
+    guard_void(|| unsafe { free_handle(command) })
+}
+
+/// Starts `command` in the box (booting it first if needed) and returns at once. Output
+/// goes to the callbacks (`callbacks` NULL, or a NULL callback: that output is read and
+/// dropped). `on_exit` fires exactly once; `user_data_free` exactly once, even when this
+/// call fails. On success `*out` owns the execution (free with `boxlite_execution_free`).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, unknown callbacks version),
+/// BOXLITE_ERROR_PROGRAM_NOT_FOUND, BOXLITE_ERROR_NOT_EXECUTABLE,
+/// BOXLITE_ERROR_WORKING_DIR_NOT_FOUND, BOXLITE_ERROR_USER_NOT_FOUND, and the boot errors
+/// of `boxlite_box_start`. Thread-safe: any number of executions may run at once.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `box`, `command` and `callbacks` are
+/// NULL or live; the callbacks obey their documented contract.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_exec(
+    out: *mut *mut boxlite_execution_t,
+    r#box: *const boxlite_box_t,
+    command: *const boxlite_command_t,
+    callbacks: *const boxlite_exec_callbacks_t,
+) -> *mut boxlite_error_t {
+    // SAFETY: NULL or live (caller's contract).
+    let callbacks = unsafe { callbacks.as_ref() };
+    // Owned from here on, so that user_data_free runs exactly once on every path.
+    let owned = Callbacks {
+        on_stdout: callbacks.and_then(|c| c.on_stdout),
+        on_stderr: callbacks.and_then(|c| c.on_stderr),
+        on_exit: callbacks.and_then(|c| c.on_exit),
+        user_data: callbacks.map_or(std::ptr::null_mut(), |c| c.user_data),
+        user_data_free: callbacks.and_then(|c| c.user_data_free),
+    };
+    guard(move || {
+        out_arg(out, "out")?;
+        if let Some(version) = callbacks.map(|c| c.version).filter(|&v| v != BOXLITE_EXEC_CALLBACKS_VERSION) {
+            return Err(Error::InvalidOption {
+                field: "callbacks",
+                reason: format!("version {version} is not BOXLITE_EXEC_CALLBACKS_VERSION ({BOXLITE_EXEC_CALLBACKS_VERSION})"),
+            });
+        }
+        // SAFETY: NULL or live (caller's contract).
+        let lite_box = unsafe { handle(r#box, "box") }?.lite_box.clone();
+        // SAFETY: NULL or live (caller's contract).
+        let command = unsafe { handle(command, "command") }?.command.clone();
+        let mut execution = block_on(lite_box.exec(command))?;
+        let stdout = execution.take_stdout();
+        let stderr = execution.take_stderr();
+        let stdin = execution.take_stdin();
+        let shared = Arc::new(Shared {
+            execution,
+            stdin: tokio::sync::Mutex::new(stdin),
+            outcome: Mutex::new(None),
+            finished: Condvar::new(),
+        });
+        let driver = shared.clone();
+        std::thread::Builder::new()
+            .name("boxlite-exec".into())
+            .spawn(move || drive(driver, stdout, stderr, owned))
+            .map_err(|e| Error::io("starting the execution's callback thread", e))?;
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = Box::into_raw(Box::new(boxlite_execution_t { shared })) };
+        Ok(())
+    })
+}
+
+/// Delivers output to the callbacks, then the exit, on a plain thread of its own: callbacks
+/// may block or call back into the library without stalling the async runtime.
+fn drive(shared: Arc<Shared>, mut stdout: Option<OutputStream>, mut stderr: Option<OutputStream>, callbacks: Callbacks) {
+    let mut cancelled = false;
+    let mut failure: Option<Error> = None;
+    while stdout.is_some() || stderr.is_some() {
+        let (is_stdout, chunk) = block_on(async {
+            tokio::select! {
+                chunk = next(&mut stdout) => (true, chunk),
+                chunk = next(&mut stderr) => (false, chunk),
+            }
+        });
+        match chunk {
+            None => *(if is_stdout { &mut stdout } else { &mut stderr }) = None,
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+                *(if is_stdout { &mut stdout } else { &mut stderr }) = None;
+            }
+            Some(Ok(data)) if !cancelled => {
+                let callback = if is_stdout { callbacks.on_stdout } else { callbacks.on_stderr };
+                if let Some(callback) = callback {
+                    // SAFETY: the caller's callback with a buffer valid for the call.
+                    if unsafe { callback(data.as_ptr(), data.len(), callbacks.user_data) } != 0 {
+                        cancelled = true;
+                        let _ = block_on(shared.execution.kill());
+                    }
+                }
+            }
+            Some(Ok(_)) => {} // cancelled: drain without delivering
+        }
+    }
+    let outcome: Outcome = match failure {
+        Some(e) => Err(error_parts(&e)),
+        None => match block_on(shared.execution.wait()) {
+            Ok(status) => Ok(exit_status(status, cancelled)),
+            Err(e) => Err(error_parts(&e)),
+        },
+    };
+    if let Some(on_exit) = callbacks.on_exit {
+        match &outcome {
+            // SAFETY: the caller's callback with pointers valid for the call.
+            Ok(status) => unsafe { on_exit(status, std::ptr::null(), callbacks.user_data) },
+            Err((code, message)) => {
+                let error = new_error(*code, message.clone());
+                // SAFETY: as above; the error is freed right after.
+                unsafe { on_exit(std::ptr::null(), error, callbacks.user_data) };
+                // SAFETY: created just above, not used afterwards.
+                unsafe { super::error::boxlite_error_free(error) };
+            }
+        }
+    }
+    drop(callbacks); // user_data_free, after the last callback
+    *shared.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    shared.finished.notify_all();
+    let _context = tokio().enter();
+    drop(shared);
+}
+
+async fn next(stream: &mut Option<OutputStream>) -> Option<crate::runtime::error::Result<Vec<u8>>> {
+    match stream {
+        Some(s) => s.next_chunk().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_status(status: ExecStatus, cancelled: bool) -> boxlite_exit_status_t {
+    boxlite_exit_status_t {
+        exit_code: status.code.unwrap_or(-1),
+        signal: status.signal.unwrap_or(0),
+        timed_out: status.timed_out,
+        cancelled,
+    }
+}
+
+/// Writes `len` bytes to the process's stdin (blocks until the agent took them). `data`
+/// may be NULL only if `len` is 0. Errors: BOXLITE_ERROR_INVALID_ARGUMENT,
+/// BOXLITE_ERROR_INVALID_STATE (stdin closed), BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED.
+/// Thread-safe (writes from several threads are serialised, each written whole).
+///
+/// # Safety
+/// `execution` is NULL or live; `data` is valid for reading `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_write_stdin(execution: *const boxlite_execution_t, data: *const u8, len: usize) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let shared = &unsafe { handle(execution, "execution") }?.shared;
+        if data.is_null() && len > 0 {
+            return Err(super::null_argument("data"));
+        }
+        let bytes = if len == 0 {
+            &[][..]
+        } else {
+            // SAFETY: non-NULL and valid for `len` bytes (caller's contract).
+            unsafe { std::slice::from_raw_parts(data, len) }
+        };
+        block_on(async {
+            let mut stdin = shared.stdin.lock().await;
+            let writer = stdin.as_mut().ok_or_else(|| Error::InvalidState {
+                what: format!("execution {}", shared.execution.id()),
+                reason: "its stdin is closed".into(),
+            })?;
+            writer.write(bytes).await
+        })
+    })
+}
+
+/// Closes the process's stdin (it reads end of file). Closing twice is not an error.
+/// Thread-safe.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_close_stdin(execution: *const boxlite_execution_t) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let shared = &unsafe { handle(execution, "execution") }?.shared;
+        block_on(async {
+            match shared.stdin.lock().await.take() {
+                Some(writer) => writer.close().await,
+                None => Ok(()),
+            }
+        })
+    })
+}
+
+/// Blocks until the execution is over (its output delivered, `on_exit` called) and writes
+/// its status to `*out_status`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, or the error that
+/// ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be called again.
+///
+/// # Safety
+/// `out_status` is NULL or valid for writing; `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_wait(
+    out_status: *mut boxlite_exit_status_t,
+    execution: *const boxlite_execution_t,
+) -> *mut boxlite_error_t {
+    let mut ended_by = None;
+    let error = guard(|| {
+        out_arg(out_status, "out_status")?;
+        // SAFETY: NULL or live (caller's contract).
+        let shared = &unsafe { handle(execution, "execution") }?.shared;
+        let mut outcome = shared.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        while outcome.is_none() {
+            outcome = shared.finished.wait(outcome).unwrap_or_else(|e| e.into_inner());
+        }
+        match outcome.as_ref().expect("loop ends on Some") {
+            // SAFETY: checked non-NULL above.
+            Ok(status) => unsafe { *out_status = *status },
+            Err(parts) => ended_by = Some(parts.clone()),
+        }
+        Ok(())
+    });
+    match ended_by {
+        Some((code, message)) if error.is_null() => new_error(code, message),
+        _ => error,
+    }
+}
+
+/// Sends `signal` (1-64) to the process. Thread-safe.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_signal(execution: *const boxlite_execution_t, signal: i32) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let shared = &unsafe { handle(execution, "execution") }?.shared;
+        if !(1..=64).contains(&signal) {
+            return Err(Error::InvalidOption { field: "signal", reason: format!("{signal} is not a signal number (1-64)") });
+        }
+        block_on(shared.execution.signal(signal))
+    })
+}
+
+/// Kills the process and its whole process group (SIGKILL). Thread-safe.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_kill(execution: *const boxlite_execution_t) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let shared = &unsafe { handle(execution, "execution") }?.shared;
+        block_on(shared.execution.kill())
+    })
+}
+
+/// Frees an execution handle. A running process goes on and its callbacks still fire.
+/// NULL does nothing.
+///
+/// # Safety
+/// `execution` is NULL or live, and not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_free(execution: *mut boxlite_execution_t) {
+    // SAFETY: NULL or from Box::into_raw, given up by the caller.
+    guard_void(|| unsafe { free_handle(execution) })
+}
+
+/// Runs `command` in the box to completion (stdin closed at once) and collects its output.
+/// Blocks. On success `*out` owns the result (free with `boxlite_output_free`); a non-zero
+/// exit is a success of this call (see `boxlite_output_status`). Errors: as for
+/// `boxlite_box_exec`. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `box` and `command` are NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_run(
+    out: *mut *mut boxlite_output_t,
+    r#box: *const boxlite_box_t,
+    command: *const boxlite_command_t,
+) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let lite_box = unsafe { handle(r#box, "box") }?.lite_box.clone();
+        // SAFETY: NULL or live (caller's contract).
+        let command = unsafe { handle(command, "command") }?.command.clone();
+        let output = block_on(lite_box.exec_output(command))?;
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = Box::into_raw(Box::new(boxlite_output_t { output })) };
+        Ok(())
+    })
+}
+
+/// The collected stdout: `*len` gets its length; the bytes are owned by `output` (valid
+/// until `boxlite_output_free`; not NUL-terminated). NULL (and `*len` 0) for a NULL output.
+///
+/// # Safety
+/// `output` is NULL or live; `len` is NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_output_stdout(output: *const boxlite_output_t, len: *mut usize) -> *const u8 {
+    // SAFETY: forwarded caller contracts.
+    unsafe { bytes_of(output, len, |o| &o.stdout) }
+}
+
+/// The collected stderr; as `boxlite_output_stdout`.
+///
+/// # Safety
+/// `output` is NULL or live; `len` is NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_output_stderr(output: *const boxlite_output_t, len: *mut usize) -> *const u8 {
+    // SAFETY: forwarded caller contracts.
+    unsafe { bytes_of(output, len, |o| &o.stderr) }
+}
+
+/// # Safety
+/// `output` is NULL or live; `len` is NULL or valid for writing.
+unsafe fn bytes_of(output: *const boxlite_output_t, len: *mut usize, pick: fn(&ExecOutput) -> &Vec<u8>) -> *const u8 {
+    // SAFETY: NULL or live (caller's contract).
+    let bytes = unsafe { output.as_ref() }.map(|o| pick(&o.output));
+    if !len.is_null() {
+        // SAFETY: non-NULL and valid for writes (caller's contract).
+        unsafe { *len = bytes.map_or(0, |b| b.len()) };
+    }
+    bytes.map_or(std::ptr::null(), |b| b.as_ptr())
+}
+
+/// The process's exit status (all zero for a NULL output).
+///
+/// # Safety
+/// `output` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_output_status(output: *const boxlite_output_t) -> boxlite_exit_status_t {
+    // SAFETY: NULL or live (caller's contract).
+    unsafe { output.as_ref() }.map(|o| exit_status(o.output.status, false)).unwrap_or_default()
+}
+
+/// Frees a run result. NULL does nothing.
+///
+/// # Safety
+/// `output` is NULL or live, and not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_output_free(output: *mut boxlite_output_t) {
+    // SAFETY: NULL or from Box::into_raw, given up by the caller.
+    guard_void(|| unsafe { free_handle(output) })
+}

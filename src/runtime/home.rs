@@ -1,0 +1,143 @@
+//! `BoxliteRuntime`: boxes under one home directory (`~/.boxlite`, `BOXLITE_HOME`), held by
+//! one runtime at a time (`boxlite.lock`, flock).
+//!
+//! Ownership: the runtime owns its table of boxes; each box holds the runtime's shared part
+//! (home, lock, engine), never the table, so there is no cycle, and a box handle keeps the
+//! home locked after the runtime handle is gone.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::runtime::boxes::{BoxOptions, LiteBox};
+use crate::runtime::engine::EngineChoice;
+use crate::runtime::error::{Error, Result};
+
+pub const HOME_ENV: &str = "BOXLITE_HOME";
+
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// The home directory; `None` means `$BOXLITE_HOME`, else `~/.boxlite`.
+    pub home: Option<PathBuf>,
+    pub engine: EngineChoice,
+}
+
+/// What every box of a runtime shares.
+#[derive(Debug)]
+pub(crate) struct RuntimeShared {
+    pub home: PathBuf,
+    pub engine: EngineChoice,
+    /// Held (flock) for as long as anything of this runtime lives.
+    _lock: File,
+}
+
+impl RuntimeShared {
+    pub fn boxes_dir(&self) -> PathBuf {
+        self.home.join("boxes")
+    }
+}
+
+/// A boxlite runtime. Cheap to clone; all clones are the same runtime.
+#[derive(Clone)]
+pub struct BoxliteRuntime {
+    shared: Arc<RuntimeShared>,
+    boxes: Arc<RwLock<HashMap<String, LiteBox>>>,
+}
+
+impl BoxliteRuntime {
+    /// Opens (creating if needed) the home directory and locks it. A second runtime on the
+    /// same home fails at once with the holder's pid.
+    pub fn new(options: RuntimeOptions) -> Result<BoxliteRuntime> {
+        let home = match options.home {
+            Some(home) => home,
+            None => default_home()?,
+        };
+        if home.as_os_str().is_empty() {
+            return Err(Error::InvalidOption { field: "home", reason: "the home directory path is empty".into() });
+        }
+        let home = std::path::absolute(&home).map_err(|e| Error::io(format!("resolve {}", home.display()), e))?;
+        for dir in [home.clone(), home.join("boxes")] {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let lock = lock_home(&home)?;
+        Ok(BoxliteRuntime {
+            shared: Arc::new(RuntimeShared { home, engine: options.engine, _lock: lock }),
+            boxes: Arc::default(),
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.shared.home
+    }
+
+    /// Creates a box (validating every option now, not at boot). It starts on `start()` or
+    /// on its first exec.
+    pub fn create_box(&self, options: BoxOptions) -> Result<LiteBox> {
+        let mut boxes = self.boxes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = &options.name {
+            if boxes.values().any(|b| b.name() == Some(name.as_str())) {
+                return Err(Error::InvalidOption { field: "name", reason: format!("a box named {name:?} already exists") });
+            }
+        }
+        let lite_box = LiteBox::create(self.shared.clone(), options)?;
+        boxes.insert(lite_box.id().to_string(), lite_box.clone());
+        Ok(lite_box)
+    }
+
+    /// A box by id or name.
+    pub fn get_box(&self, id_or_name: &str) -> Option<LiteBox> {
+        let boxes = self.boxes.read().unwrap_or_else(|e| e.into_inner());
+        boxes.get(id_or_name).or_else(|| boxes.values().find(|b| b.name() == Some(id_or_name))).cloned()
+    }
+
+    pub fn list_boxes(&self) -> Vec<LiteBox> {
+        self.boxes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Removes a box: refuses a running one unless `force` (which stops it first), then
+    /// deletes its directory.
+    pub async fn remove_box(&self, id_or_name: &str, force: bool) -> Result<()> {
+        let lite_box = self.get_box(id_or_name).ok_or_else(|| Error::NotFound { what: format!("box {id_or_name:?}") })?;
+        lite_box.remove(force).await?;
+        self.boxes.write().unwrap_or_else(|e| e.into_inner()).remove(lite_box.id());
+        Ok(())
+    }
+}
+
+fn default_home() -> Result<PathBuf> {
+    if let Some(home) = std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
+        return Ok(home.into());
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".boxlite")),
+        None => Err(Error::InvalidOption {
+            field: "home",
+            reason: format!("neither {HOME_ENV} nor HOME is set; pass a home directory"),
+        }),
+    }
+}
+
+/// Takes `boxlite.lock` (exclusive, non-blocking) and writes our pid into it.
+fn lock_home(home: &Path) -> Result<File> {
+    let path = home.join("boxlite.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(Error::HomeLocked { home: home.to_path_buf(), holder_pid: holder.trim().parse().ok() });
+    }
+    let pid = format!("{}\n", std::process::id());
+    let written = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(pid.as_bytes()));
+    written.map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    Ok(file)
+}
