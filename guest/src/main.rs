@@ -13,7 +13,7 @@ mod vsock;
 
 use std::sync::Arc;
 
-use boxlite_protocol::{AGENT_VSOCK_PORT, CMDLINE_AGENT_PORT};
+use boxlite_protocol::{AGENT_HOST_PORT, AGENT_VSOCK_PORT, CMDLINE_AGENT_PORT};
 
 macro_rules! log {
     ($($arg:tt)*) => { eprintln!("boxlite-guest: {}", format_args!($($arg)*)) };
@@ -67,7 +67,7 @@ fn main() {
 }
 
 async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper::Reaper) -> std::io::Result<()> {
-    let listener = vsock::listen(port)?;
+    let listener = vsock::connections(port, AGENT_HOST_PORT)?;
     let mut services = boxlite_protocol::agent_ttrpc::create_guest(Arc::new(service::GuestService::new(is_pid1)));
     services.extend(boxlite_protocol::agent_ttrpc::create_execution(Arc::new(exec::ExecService::new(root, reaper))));
     let mut server = ttrpc::asynchronous::Server::new()

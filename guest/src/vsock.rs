@@ -1,24 +1,52 @@
-//! The agent's vsock listener, with writes capped at [`GUEST_VSOCK_MAX_WRITE`].
+//! The agent's vsock connections, with writes capped at [`GUEST_VSOCK_MAX_WRITE`]: the one
+//! it dials to the host when it is ready, and any the host opens to its port later.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use boxlite_protocol::GUEST_VSOCK_MAX_WRITE;
-use futures::stream;
+use futures::stream::{self, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
-/// Listens on `port` for any CID and yields connections whose writes never exceed
-/// [`GUEST_VSOCK_MAX_WRITE`] bytes per call.
-pub fn listen(port: u32) -> io::Result<ttrpc::asynchronous::transport::Listener> {
+use crate::log;
+
+/// How long the agent keeps trying to reach the host's ready port.
+const DIAL_HOST_FOR: Duration = Duration::from_secs(10);
+
+/// Listens on `port`, dials the host's `host_port`, and yields both kinds of connection.
+pub fn connections(port: u32, host_port: u32) -> io::Result<ttrpc::asynchronous::transport::Listener> {
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
         .map_err(|e| io::Error::new(e.kind(), format!("bind vsock port {port}: {e}")))?;
     let accepted = stream::unfold(listener, |listener| async move {
         let next = listener.accept().await.map(|(stream, _peer)| CappedWrites(stream));
         Some((next, listener))
     });
-    Ok(ttrpc::asynchronous::transport::Listener::new(accepted))
+    let dialed = stream::once(dial_host(host_port)).filter_map(move |result| async move {
+        match result {
+            Ok(stream) => Some(Ok(stream)),
+            Err(e) => {
+                log!("could not reach the host on vsock port {host_port} ({e}); waiting for it to connect");
+                None
+            }
+        }
+    });
+    Ok(ttrpc::asynchronous::transport::Listener::new(stream::select(dialed, accepted)))
+}
+
+/// Connects to the host (CID 2), retrying briefly: the host listens before the VM starts,
+/// so the first attempt normally succeeds.
+async fn dial_host(port: u32) -> io::Result<CappedWrites> {
+    let started = Instant::now();
+    loop {
+        match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, port)).await {
+            Ok(stream) => return Ok(CappedWrites(stream)),
+            Err(e) if started.elapsed() > DIAL_HOST_FOR => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// A vsock stream whose writes are split into pieces of at most [`GUEST_VSOCK_MAX_WRITE`].

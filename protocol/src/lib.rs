@@ -17,6 +17,13 @@ pub mod agent_ttrpc {
 /// The vsock port the agent serves ttrpc on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
+/// The host vsock port the agent dials as soon as it serves: the host listens there before
+/// the VM starts, so it learns the agent is up without polling, and the connection carries
+/// ttrpc like any other. (Polling the guest port while the guest boots was not only slower:
+/// vhost-device-vsock 0.3 sometimes wedges a connection requested before the guest's vsock
+/// driver is up, and the agent then never answers.)
+pub const AGENT_HOST_PORT: u32 = 1025;
+
 /// Kernel command-line key that overrides [`AGENT_VSOCK_PORT`] (`boxlite.port=N`).
 pub const CMDLINE_AGENT_PORT: &str = "boxlite.port";
 

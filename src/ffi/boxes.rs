@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::error::boxlite_error_t;
 use super::runtime::boxlite_runtime_t;
-use super::{block_on, free_handle, guard, guard_void, handle, out_arg, str_arg};
+use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg};
 use crate::runtime::boxes::{BoxOptions, LiteBox};
 use crate::runtime::error::Error;
 use crate::runtime::home::BoxliteRuntime;
@@ -180,10 +180,7 @@ pub unsafe extern "C" fn boxlite_box_create(
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_box_id(r#box: *const boxlite_box_t) -> *const c_char {
     // SAFETY: NULL or live (caller's contract).
-    match unsafe { handle(r#box, "box") } {
-        Ok(b) => b.id_c.as_ptr(),
-        Err(_) => std::ptr::null(),
-    }
+    guard_value(std::ptr::null(), || unsafe { handle(r#box, "box") }.map_or(std::ptr::null(), |b| b.id_c.as_ptr()))
 }
 
 /// Boots the box's VM and waits until its agent answers (no-op if running). Blocks.

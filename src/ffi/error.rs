@@ -107,7 +107,7 @@ pub(crate) fn internal(panic: Box<dyn Any + Send>) -> *mut boxlite_error_t {
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_error_code(error: *const boxlite_error_t) -> boxlite_error_code_t {
     // SAFETY: NULL or live (caller's contract).
-    unsafe { error.as_ref() }.map_or(BOXLITE_ERROR_INVALID_ARGUMENT, |e| e.code)
+    super::guard_value(BOXLITE_ERROR_INTERNAL, || unsafe { error.as_ref() }.map_or(BOXLITE_ERROR_INVALID_ARGUMENT, |e| e.code))
 }
 
 /// The error's message: NUL-terminated UTF-8, owned by the error (valid until
@@ -117,11 +117,13 @@ pub unsafe extern "C" fn boxlite_error_code(error: *const boxlite_error_t) -> bo
 /// `error` is NULL or a live error returned by this library.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_error_message(error: *const boxlite_error_t) -> *const c_char {
-    // SAFETY: NULL or live (caller's contract).
-    match unsafe { error.as_ref() } {
-        Some(e) => e.message.as_ptr(),
-        None => c"boxlite_error_message: the error is NULL".as_ptr(),
-    }
+    super::guard_value(c"boxlite_error_message: internal error".as_ptr(), || {
+        // SAFETY: NULL or live (caller's contract).
+        match unsafe { error.as_ref() } {
+            Some(e) => e.message.as_ptr(),
+            None => c"boxlite_error_message: the error is NULL".as_ptr(),
+        }
+    })
 }
 
 /// Frees an error. NULL does nothing.
@@ -130,8 +132,10 @@ pub unsafe extern "C" fn boxlite_error_message(error: *const boxlite_error_t) ->
 /// `error` is NULL or a live error returned by this library, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_error_free(error: *mut boxlite_error_t) {
-    if !error.is_null() {
-        // SAFETY: from Box::into_raw in new_error; the caller gives it up.
-        drop(unsafe { Box::from_raw(error) });
-    }
+    super::guard_void(|| {
+        if !error.is_null() {
+            // SAFETY: from Box::into_raw in new_error, given up by the caller.
+            drop(unsafe { Box::from_raw(error) });
+        }
+    })
 }

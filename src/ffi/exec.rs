@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::boxes::boxlite_box_t;
 use super::error::{boxlite_error_t, error_parts, new_error};
-use super::{block_on, free_handle, guard, guard_void, handle, out_arg, str_arg, tokio};
+use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg, tokio};
 use crate::runtime::error::Error;
 use crate::runtime::exec::{ExecCommand, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
 
@@ -544,7 +544,7 @@ pub unsafe extern "C" fn boxlite_box_run(
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_output_stdout(output: *const boxlite_output_t, len: *mut usize) -> *const u8 {
     // SAFETY: forwarded caller contracts.
-    unsafe { bytes_of(output, len, |o| &o.stdout) }
+    guard_value(std::ptr::null(), || unsafe { bytes_of(output, len, |o| &o.stdout) })
 }
 
 /// The collected stderr; as `boxlite_output_stdout`.
@@ -554,7 +554,7 @@ pub unsafe extern "C" fn boxlite_output_stdout(output: *const boxlite_output_t, 
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_output_stderr(output: *const boxlite_output_t, len: *mut usize) -> *const u8 {
     // SAFETY: forwarded caller contracts.
-    unsafe { bytes_of(output, len, |o| &o.stderr) }
+    guard_value(std::ptr::null(), || unsafe { bytes_of(output, len, |o| &o.stderr) })
 }
 
 /// # Safety
@@ -576,7 +576,9 @@ unsafe fn bytes_of(output: *const boxlite_output_t, len: *mut usize, pick: fn(&E
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_output_status(output: *const boxlite_output_t) -> boxlite_exit_status_t {
     // SAFETY: NULL or live (caller's contract).
-    unsafe { output.as_ref() }.map(|o| exit_status(o.output.status, false)).unwrap_or_default()
+    guard_value(boxlite_exit_status_t::default(), || {
+        unsafe { output.as_ref() }.map(|o| exit_status(o.output.status, false)).unwrap_or_default()
+    })
 }
 
 /// Frees a run result. NULL does nothing.

@@ -71,6 +71,11 @@ fn guard_void(body: impl FnOnce()) {
     let _ = catch_unwind(AssertUnwindSafe(body));
 }
 
+/// Runs `body` for an accessor: a panic yields `fallback` instead of crossing into C.
+fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
 fn null_argument(name: &'static str) -> Error {
     Error::InvalidOption { field: name, reason: "is NULL".into() }
 }

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::error::boxlite_error_t;
-use super::{free_handle, guard, guard_void, handle, out_arg, str_arg};
+use super::{free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::Error;
 use crate::runtime::home::{BoxliteRuntime, RuntimeOptions};
@@ -153,8 +153,5 @@ pub unsafe extern "C" fn boxlite_runtime_free(runtime: *mut boxlite_runtime_t) {
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_runtime_home(runtime: *const boxlite_runtime_t) -> *const c_char {
     // SAFETY: NULL or live (caller's contract).
-    match unsafe { handle(runtime, "runtime") } {
-        Ok(r) => r.home_c.as_ptr(),
-        Err(_) => std::ptr::null(),
-    }
+    guard_value(std::ptr::null(), || unsafe { handle(runtime, "runtime") }.map_or(std::ptr::null(), |r| r.home_c.as_ptr()))
 }

@@ -36,9 +36,7 @@ impl AgentClient {
                     return Err(format!("vsock backend answered {reply:?} to {:?}", line.trim_end()));
                 }
             }
-            let socket = ttrpc::asynchronous::transport::Socket::new(stream);
-            let client = ttrpc::asynchronous::Client::new(socket);
-            Ok(AgentClient { guest: GuestClient::new(client.clone()), execution: ExecutionClient::new(client) })
+            Ok(AgentClient::over(stream))
         };
         tokio::time::timeout(timeout, connect)
             .await
@@ -62,6 +60,14 @@ impl AgentClient {
 }
 
 impl AgentClient {
+    /// A client over a connection that already leads to the agent (e.g. the one the agent
+    /// dialed to the host when it came up).
+    pub fn over(stream: UnixStream) -> AgentClient {
+        let socket = ttrpc::asynchronous::transport::Socket::new(stream);
+        let client = ttrpc::asynchronous::Client::new(socket);
+        AgentClient { guest: GuestClient::new(client.clone()), execution: ExecutionClient::new(client) }
+    }
+
     /// The Execution service on the same connection (see `runtime::exec`).
     pub(crate) fn execution(&self) -> &ExecutionClient {
         &self.execution

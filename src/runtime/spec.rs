@@ -29,6 +29,8 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// Guest vsock ports the host connects to (the agent's port first).
     pub host_to_guest_ports: Vec<u32>,
+    /// Host vsock ports the guest connects to; the host listens on `guest_to_host_socket`.
+    pub guest_to_host_ports: Vec<u32>,
     /// The box's run directory: console.log, shim.log, pid files, sockets.
     pub run_dir: PathBuf,
     /// Programs the qemu engine runs (absolute paths, resolved by the library).
@@ -100,6 +102,14 @@ impl VmSpec {
         }
     }
 
+    /// Where the host listens for the guest's connections to host port `port` (both engines:
+    /// vhost-device-vsock's convention, which the krun shim follows).
+    pub fn guest_to_host_socket(&self, port: u32) -> PathBuf {
+        let mut name = self.vsock_socket().into_os_string();
+        name.push(format!("_{port}"));
+        PathBuf::from(name)
+    }
+
     /// Every socket file the VM's processes may create; removed when the VM is gone.
     pub fn socket_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.vhost_user_socket(), self.vsock_socket()];
@@ -115,7 +125,8 @@ pub fn remove_socket_files(spec: &VmSpec) {
     for path in spec.socket_files() {
         let _ = std::fs::remove_file(&path);
     }
-    // Guest -> host listeners (`vsock.sock_<port>`) are created by whoever listens; sweep them.
+    // Guest -> host listeners (`vsock.sock_<port>`) are created by whoever listens (the
+    // library, or a program in the box's future); sweep them all.
     if let Ok(entries) = std::fs::read_dir(&spec.run_dir) {
         let prefix = format!("{}_", file_name(&spec.vsock_socket()));
         for entry in entries.flatten() {

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::PingResponse;
-use boxlite_protocol::AGENT_VSOCK_PORT;
+use boxlite_protocol::{AGENT_HOST_PORT, AGENT_VSOCK_PORT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 
@@ -28,9 +29,6 @@ use crate::runtime::spec::{self, DiskFormat, DiskSpec, ShimEvent, VmSpec};
 const MAX_SHIM_LINE: usize = 64 * 1024;
 /// Lines of console.log / shim.log quoted in errors.
 const LOG_TAIL_LINES: usize = 20;
-/// How long one connection attempt to the agent may take while the guest boots.
-const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
-const CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// Deadline of an ordinary agent call.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_MEMORY_MIB: u32 = 64;
@@ -221,6 +219,10 @@ impl Vm {
         let deadline = started + timeout;
         let shim_log = std::fs::File::create(spec.shim_log())
             .map_err(|e| Error::io(format!("create {}", spec.shim_log().display()), e))?;
+        // Listen for the agent before the VM exists, so that its first dial reaches us.
+        let ready_socket = spec.guest_to_host_socket(AGENT_HOST_PORT);
+        let ready = UnixListener::bind(&ready_socket)
+            .map_err(|e| Error::io(format!("listen on {}", ready_socket.display()), e))?;
         let mut child = Command::new(&shim)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -263,13 +265,33 @@ impl Vm {
         // Keep draining the shim's stdout so that it never blocks on a full pipe.
         tokio::spawn(async move { while next_event(&mut events).await.is_ok() {} });
 
-        let endpoint = spec.host_to_guest(AGENT_VSOCK_PORT);
-        let mut last_error = String::from("no attempt made");
-        let (agent, first_ping) = loop {
-            if let Some(e) = exit.borrow().clone() {
-                return Err(shim_exited_error(&spec, &e));
+        // The agent dials the host's ready port once it serves; wait for that connection.
+        let waiting = format!("the agent never connected to {}", ready_socket.display());
+        let mut shim_exit = exit.clone();
+        let accepted = tokio::select! {
+            accepted = ready.accept() => accepted.map(|(stream, _)| stream).map_err(|e| format!("accept on {}: {e}", ready_socket.display())),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(waiting),
+            Ok(_) = shim_exit.wait_for(Option::is_some) => Err("the shim exited".into()),
+        };
+        drop(ready);
+        let _ = std::fs::remove_file(&ready_socket);
+        let pinged = match accepted {
+            Ok(stream) => {
+                let agent = AgentClient::over(stream);
+                let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                match agent.ping(remaining).await {
+                    Ok(pong) => Ok((agent, pong)),
+                    Err(e) => Err(format!("ping: {e}")),
+                }
             }
-            if Instant::now() >= deadline {
+            Err(e) => Err(e),
+        };
+        let (agent, first_ping) = match pinged {
+            Ok(connected) => connected,
+            Err(last_error) => {
+                if let Some(e) = wait_exit(&exit, Duration::from_millis(100)).await {
+                    return Err(shim_exited_error(&spec, &e));
+                }
                 return Err(Error::AgentTimeout {
                     timeout,
                     last_error,
@@ -277,15 +299,6 @@ impl Vm {
                     console_tail: log_tail(&spec.console_log()),
                 });
             }
-            let attempt = deadline.saturating_duration_since(Instant::now()).min(CONNECT_ATTEMPT_TIMEOUT);
-            match AgentClient::connect(&endpoint, attempt).await {
-                Ok(agent) => match agent.ping(attempt).await {
-                    Ok(pong) => break (agent, pong),
-                    Err(e) => last_error = format!("ping: {e}"),
-                },
-                Err(e) => last_error = e,
-            }
-            tokio::time::sleep(CONNECT_RETRY_INTERVAL).await;
         };
         let timings = BootTimings { vm_running, first_ping: started.elapsed() };
         guard.kill = None;
@@ -500,6 +513,7 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         memory_mib: options.memory_mib,
         disks,
         host_to_guest_ports: vec![AGENT_VSOCK_PORT],
+        guest_to_host_ports: vec![AGENT_HOST_PORT],
         run_dir,
         qemu,
         vhost_vsock,
@@ -512,8 +526,13 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 fn prepare_run_dir(spec: &VmSpec) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&spec.run_dir)
         .map_err(|e| Error::io(format!("create {}", spec.run_dir.display()), e))?;
+    // Owner only: the sockets in it lead into the VM, and the first connection to the ready
+    // socket is taken to be the agent's.
+    std::fs::set_permissions(&spec.run_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod 700 {}", spec.run_dir.display()), e))?;
     // Sockets of an earlier VM in this directory would make the backends fail to bind.
     spec::remove_socket_files(spec);
     std::fs::write(spec.console_log(), b"")

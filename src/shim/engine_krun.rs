@@ -41,6 +41,11 @@ pub fn run(spec: &VmSpec) -> Result<i32, String> {
         .iter()
         .map(|&port| Ok((port, path_cstring("vsock socket path", &spec.host_to_guest(port).socket)?)))
         .collect::<Result<Vec<_>, String>>()?;
+    let host_ports = spec
+        .guest_to_host_ports
+        .iter()
+        .map(|&port| Ok((port, path_cstring("vsock socket path", &spec.guest_to_host_socket(port))?)))
+        .collect::<Result<Vec<_>, String>>()?;
     let disks = spec
         .disks
         .iter()
@@ -70,6 +75,9 @@ pub fn run(spec: &VmSpec) -> Result<i32, String> {
         check("krun_add_vsock", krun::krun_add_vsock(ctx, 0))?;
         for (port, socket) in &ports {
             check("krun_add_vsock_port2", krun::krun_add_vsock_port2(ctx, *port, socket.as_ptr(), true))?;
+        }
+        for (port, socket) in &host_ports {
+            check("krun_add_vsock_port2", krun::krun_add_vsock_port2(ctx, *port, socket.as_ptr(), false))?;
         }
         for (id, path, format, read_only) in &disks {
             check("krun_add_disk2", krun::krun_add_disk2(ctx, id.as_ptr(), path.as_ptr(), *format, *read_only))?;

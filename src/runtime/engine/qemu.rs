@@ -77,6 +77,7 @@ mod tests {
             memory_mib: 256,
             disks: vec![DiskSpec { id: "root".into(), path: PathBuf::from("/b/root.qcow2"), format: DiskFormat::Qcow2, read_only: false }],
             host_to_guest_ports: vec![1024],
+            guest_to_host_ports: vec![1025],
             run_dir: "/b".into(),
             qemu: None,
             vhost_vsock: None,
