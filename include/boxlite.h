@@ -224,6 +224,11 @@ typedef uint32_t boxlite_engine_t;
 #define BOXLITE_ERROR_IO 15
 
 /**
+ * An image is malformed or unsafe (e.g. a layer entry that would leave the root).
+ */
+#define BOXLITE_ERROR_IMAGE 16
+
+/**
  * A bug in boxlite (a caught panic); the message says where.
  */
 #define BOXLITE_ERROR_INTERNAL 99

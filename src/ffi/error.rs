@@ -41,6 +41,8 @@ pub const BOXLITE_ERROR_EXEC_FAILED: boxlite_error_code_t = 13;
 pub const BOXLITE_ERROR_HOME_LOCKED: boxlite_error_code_t = 14;
 /// A file system or process operation on the host failed.
 pub const BOXLITE_ERROR_IO: boxlite_error_code_t = 15;
+/// An image is malformed or unsafe (e.g. a layer entry that would leave the root).
+pub const BOXLITE_ERROR_IMAGE: boxlite_error_code_t = 16;
 /// A bug in boxlite (a caught panic); the message says where.
 pub const BOXLITE_ERROR_INTERNAL: boxlite_error_code_t = 99;
 
@@ -70,6 +72,7 @@ fn code_of(error: &Error) -> boxlite_error_code_t {
             ExecErrorKind::SpawnFailed => BOXLITE_ERROR_EXEC_FAILED,
         },
         Error::HomeLocked { .. } => BOXLITE_ERROR_HOME_LOCKED,
+        Error::UnsafeLayer { .. } => BOXLITE_ERROR_IMAGE,
         Error::Io { .. } => BOXLITE_ERROR_IO,
     }
 }

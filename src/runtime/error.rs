@@ -55,6 +55,10 @@ pub enum Error {
     #[error("cannot run {program:?} in the box ({kind}): {message}")]
     ExecRefused { program: String, kind: ExecErrorKind, message: String },
 
+    /// An image layer has an entry that would break out of the root, or is malformed.
+    #[error("refusing image layer entry {entry:?}: {reason}")]
+    UnsafeLayer { entry: String, reason: String },
+
     /// The guest sent something the protocol does not allow (it is untrusted input).
     #[error("the guest broke the protocol: {what}")]
     GuestProtocol { what: String },

@@ -8,5 +8,6 @@ pub mod error;
 pub mod exec;
 pub mod helpers;
 pub mod home;
+pub mod images;
 pub mod spec;
 pub mod vm;

@@ -1,0 +1,437 @@
+//! Applying OCI image layers to a staging root: the part of boxlite that reads untrusted
+//! archives on the host, so the part nobody may break.
+//!
+//! Rules (each enforced here, each covered by tests/unpack_hostile.rs):
+//! - An entry's path is normalised lexically; one that climbs above the root (`../x`,
+//!   `a/../../x`) is refused. Leading `/` and `./` are dropped, as every runtime does.
+//! - Parent directories are resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`:
+//!   a symlink met on the way (`lib -> /usr/lib`, `evil -> ../../..`) is followed *inside*
+//!   the root, the way the guest will see it, never into the host.
+//! - The final component is never followed: it is created or replaced with `*at` calls on
+//!   the parent's descriptor (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`). Symlinks are stored as
+//!   they are (an absolute target is the image's business, resolved later in the guest).
+//! - A hard link's target is resolved inside the root the same way, so it can only name a
+//!   file of the image.
+//! - Whiteouts (`.wh.<name>`) delete inside the root only; `.wh..wh..opq` empties the
+//!   directory of what lower layers put there. A whiteout of `.` or `..` is refused.
+//! - Device nodes are skipped with a warning (the guest has devtmpfs); fifos are kept.
+//! - Modes (setuid included), owners, mtimes and xattrs (`SCHILY.xattr.*`) are kept.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::runtime::error::{Error, Result};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+/// Symlinks followed while creating one entry's parents before it counts as a loop (as
+/// the kernel's own limit).
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// What applying a layer did besides the plain entries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Entries left out, each with the reason (device nodes, unsupported types).
+    pub warnings: Vec<String>,
+    pub entries: u64,
+}
+
+/// One path inside the root, as normalised components (never empty, no `.` or `..`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InRoot(Vec<Vec<u8>>);
+
+impl InRoot {
+    /// Normalises an archive path; `None` when it climbs above the root.
+    fn parse(raw: &[u8]) -> Option<InRoot> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for part in raw.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop()?;
+                }
+                name => parts.push(name.to_vec()),
+            }
+        }
+        Some(InRoot(parts))
+    }
+
+    fn display(&self) -> String {
+        format!("/{}", String::from_utf8_lossy(&self.0.join(&b'/')))
+    }
+
+    fn split_last(&self) -> Option<(&[Vec<u8>], &[u8])> {
+        self.0.split_last().map(|(last, parent)| (parent, last.as_slice()))
+    }
+}
+
+/// A staging root being assembled, held open by descriptor.
+pub struct Staging {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+impl Staging {
+    /// Opens (creating if needed) an empty directory to assemble a root in.
+    pub fn create(path: &Path) -> Result<Staging> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+        let dir = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        Ok(Staging { root: dir.into(), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies one uncompressed layer tar, in order. An entry that breaks a rule fails the
+    /// whole layer with an error naming the entry; what was applied before stays (the
+    /// caller discards the staging root on error).
+    pub fn apply_layer(&self, layer: impl Read) -> Result<UnpackReport> {
+        let mut report = UnpackReport::default();
+        let mut archive = tar::Archive::new(layer);
+        // Paths this layer created: an opaque whiteout later in the same layer keeps them.
+        let mut created: HashSet<InRoot> = HashSet::new();
+        let entries = archive.entries().map_err(|e| layer_error("reading the layer", e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| layer_error("reading the layer", e))?;
+            report.entries += 1;
+            let raw_path = entry.path_bytes().into_owned();
+            let shown = String::from_utf8_lossy(&raw_path).into_owned();
+            let path = InRoot::parse(&raw_path).ok_or_else(|| refuse(&shown, "its path climbs above the root"))?;
+            let Some((parent, name)) = path.split_last() else {
+                continue; // the root itself ("./"): nothing to create
+            };
+            if name.starts_with(WHITEOUT_PREFIX) {
+                self.whiteout(parent, name, &created, &shown)?;
+                continue;
+            }
+            let parent_fd = self.dir(parent, true).map_err(|e| refuse(&shown, &format!("its parent directory: {e}")))?;
+            self.apply_entry(&mut entry, parent_fd.as_fd(), name, &shown, &mut report)?;
+            created.insert(path);
+        }
+        Ok(report)
+    }
+
+    fn apply_entry<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        shown: &str,
+        report: &mut UnpackReport,
+    ) -> Result<()> {
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let mode = header.mode().map_err(|e| layer_error(shown, e))? & 0o7777;
+        let uid = header.uid().map_err(|e| layer_error(shown, e))? as u32;
+        let gid = header.gid().map_err(|e| layer_error(shown, e))? as u32;
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        let xattrs = xattrs_of(entry).map_err(|e| layer_error(shown, e))?;
+        let c_name = CString::new(name).map_err(|_| refuse(shown, "its name contains a NUL byte"))?;
+        let io_err = |what: &str, e: io::Error| Error::io(format!("{what} {shown}"), e);
+
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                if !is_dir_at(parent, &c_name) {
+                    remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
+                    // SAFETY: mkdirat on a descriptor we hold with a NUL-terminated name.
+                    check(unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o700) }).map_err(|e| io_err("mkdir", e))?;
+                }
+                let dir = open_at(parent, &c_name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(|e| io_err("open", e))?;
+                set_xattrs(&dir, &xattrs).map_err(|e| io_err("set xattrs on", e))?;
+            }
+            T::Regular | T::Continuous => {
+                remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                let file = open_at_mode(parent, &c_name, flags, 0o600).map_err(|e| io_err("create", e))?;
+                let mut file = std::fs::File::from(file);
+                io::copy(entry, &mut file).map_err(|e| layer_error(shown, e))?;
+                set_xattrs(&file.as_fd().try_clone_to_owned().map_err(|e| io_err("dup", e))?, &xattrs)
+                    .map_err(|e| io_err("set xattrs on", e))?;
+            }
+            T::Symlink => {
+                let target = entry.link_name_bytes().ok_or_else(|| refuse(shown, "a symlink without a target"))?;
+                let target = CString::new(target.into_owned()).map_err(|_| refuse(shown, "its link target contains a NUL byte"))?;
+                remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
+                // SAFETY: symlinkat with NUL-terminated strings and a descriptor we hold.
+                check(unsafe { libc::symlinkat(target.as_ptr(), parent.as_raw_fd(), c_name.as_ptr()) }).map_err(|e| io_err("symlink", e))?;
+            }
+            T::Link => {
+                let target = entry.link_name_bytes().ok_or_else(|| refuse(shown, "a hard link without a target"))?;
+                let target = InRoot::parse(&target).ok_or_else(|| refuse(shown, "its hard link target climbs above the root"))?;
+                let (target_parent, target_name) =
+                    target.split_last().ok_or_else(|| refuse(shown, "a hard link to the root directory"))?;
+                let target_dir = self.dir(target_parent, false).map_err(|e| refuse(shown, &format!("its hard link target {}: {e}", target.display())))?;
+                let c_target = CString::new(target_name).map_err(|_| refuse(shown, "its link target contains a NUL byte"))?;
+                remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
+                // SAFETY: linkat on descriptors we hold with NUL-terminated names; flags 0
+                // never follows a symlink as the final component.
+                let linked = unsafe { libc::linkat(target_dir.as_raw_fd(), c_target.as_ptr(), parent.as_raw_fd(), c_name.as_ptr(), 0) };
+                check(linked).map_err(|e| io_err(&format!("hard link to {} as", target.display()), e))?;
+                return Ok(()); // a hard link shares the target's metadata
+            }
+            T::Fifo => {
+                remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
+                // SAFETY: mkfifoat with a descriptor we hold and a NUL-terminated name.
+                check(unsafe { libc::mkfifoat(parent.as_raw_fd(), c_name.as_ptr(), 0o600) }).map_err(|e| io_err("mkfifo", e))?;
+            }
+            T::Char | T::Block => {
+                report.warnings.push(format!("{shown}: device node skipped (the box gets its devices from devtmpfs)"));
+                return Ok(());
+            }
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()), // consumed by the reader
+            other => {
+                report.warnings.push(format!("{shown}: entry type {other:?} skipped (not a file, directory, link or fifo)"));
+                return Ok(());
+            }
+        }
+        set_metadata(parent, &c_name, kind == T::Symlink, uid, gid, mode, mtime).map_err(|e| io_err("set owner/mode/time of", e))
+    }
+
+    /// Opens the directory at `parts` inside the root, creating missing ones when `create`
+    /// is set. Symlinks on the way resolve as they will in the guest (`/x` is the root's
+    /// `x`, `..` stops at the root) and never leave it: lookups use RESOLVE_IN_ROOT, and
+    /// when directories must be created, the walk follows symlinks itself, in the root.
+    fn dir(&self, parts: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
+        match open_in_root(self.root.as_fd(), &joined(parts)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {}
+            other => return other,
+        }
+        // Components resolved so far: real directories only, no symlinks.
+        let mut resolved: Vec<Vec<u8>> = Vec::new();
+        let mut pending: VecDeque<Vec<u8>> = parts.iter().cloned().collect();
+        let mut hops = 0;
+        while let Some(part) = pending.pop_front() {
+            match part.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    resolved.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let parent = open_in_root(self.root.as_fd(), &joined(&resolved))?;
+            let name = CString::new(part.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            match lstat_at(parent.as_fd(), &name) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => resolved.push(part),
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                    }
+                    let target = read_link_at(parent.as_fd(), &name)?;
+                    if target.starts_with(b"/") {
+                        resolved.clear();
+                    }
+                    for component in target.split(|&b| b == b'/').rev() {
+                        pending.push_front(component.to_vec());
+                    }
+                }
+                Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // SAFETY: mkdirat on a descriptor we hold with a NUL-terminated name.
+                    check(unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) })?;
+                    resolved.push(part);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        open_in_root(self.root.as_fd(), &joined(&resolved))
+    }
+
+    fn whiteout(&self, parent: &[Vec<u8>], name: &[u8], created: &HashSet<InRoot>, shown: &str) -> Result<()> {
+        let Ok(dir) = self.dir(parent, false) else {
+            return Ok(()); // nothing below to hide
+        };
+        if name == OPAQUE_WHITEOUT {
+            let keep: HashSet<Vec<u8>> = created
+                .iter()
+                .filter(|p| p.0.len() == parent.len() + 1 && p.0[..parent.len()] == *parent)
+                .map(|p| p.0[parent.len()].clone())
+                .collect();
+            for child in list_dir(&dir).map_err(|e| Error::io(format!("opaque whiteout {shown}"), e))? {
+                if !keep.contains(&child) {
+                    let c_child = CString::new(child).expect("directory entries have no NUL");
+                    remove_at(dir.as_fd(), &c_child).map_err(|e| Error::io(format!("opaque whiteout {shown}"), e))?;
+                }
+            }
+            return Ok(());
+        }
+        let hidden = &name[WHITEOUT_PREFIX.len()..];
+        if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+            return Err(refuse(shown, "a whiteout of '.', '..' or nothing"));
+        }
+        let c_hidden = CString::new(hidden).map_err(|_| refuse(shown, "its name contains a NUL byte"))?;
+        remove_at(dir.as_fd(), &c_hidden).map_err(|e| Error::io(format!("whiteout {shown}"), e))
+    }
+}
+
+/// `parts` as a path relative to the root ("." for the root itself).
+fn joined(parts: &[Vec<u8>]) -> Vec<u8> {
+    if parts.is_empty() {
+        b".".to_vec()
+    } else {
+        parts.join(&b'/')
+    }
+}
+
+fn read_link_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat writes at most buf.len() bytes into the buffer we own.
+    let len = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+fn refuse(entry: &str, why: &str) -> Error {
+    Error::UnsafeLayer { entry: entry.to_string(), reason: why.to_string() }
+}
+
+fn layer_error(what: &str, e: io::Error) -> Error {
+    Error::UnsafeLayer { entry: what.to_string(), reason: format!("the archive is malformed or truncated: {e}") }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// openat2(dir, path, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).
+fn open_in_root(dir: BorrowedFd<'_>, path: &[u8]) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; zeroed is valid and then filled in.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads `how` (of the size passed) and the path, both alive for the call.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c_path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn open_at(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> io::Result<OwnedFd> {
+    open_at_mode(dir, name, flags, 0)
+}
+
+fn open_at_mode(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: openat on a descriptor we hold with a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn lstat_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<libc::stat> {
+    // SAFETY: fstatat fills the zeroed buffer we own; AT_SYMLINK_NOFOLLOW never follows.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+fn is_dir_at(dir: BorrowedFd<'_>, name: &CString) -> bool {
+    lstat_at(dir, name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Removes `name` in `dir` (a directory recursively), never following symlinks. Missing is fine.
+fn remove_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<()> {
+    let st = match lstat_at(dir, name) {
+        Ok(st) => st,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let child_dir = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+        for child in list_dir(&child_dir)? {
+            remove_at(child_dir.as_fd(), &CString::new(child).expect("directory entries have no NUL"))?;
+        }
+        // SAFETY: unlinkat on a descriptor we hold with a NUL-terminated name.
+        check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
+    } else {
+        // SAFETY: as above.
+        check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })
+    }
+}
+
+/// Names in a directory (without `.` and `..`).
+fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
+    let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        names.push(entry?.file_name().as_bytes().to_vec());
+    }
+    Ok(names)
+}
+
+fn set_metadata(dir: BorrowedFd<'_>, name: &CString, is_symlink: bool, uid: u32, gid: u32, mode: u32, mtime: i64) -> io::Result<()> {
+    // SAFETY: *at calls on a descriptor we hold with a NUL-terminated name; AT_SYMLINK_NOFOLLOW
+    // acts on a symlink itself, never on what it points to.
+    unsafe {
+        check(libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW))?;
+        if !is_symlink {
+            // After chown, which clears setuid/setgid bits.
+            check(libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0))?;
+        }
+        let times = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
+        check(libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW))
+    }
+}
+
+type Xattrs = Vec<(CString, Vec<u8>)>;
+
+fn xattrs_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Xattrs> {
+    let mut xattrs = Vec::new();
+    if let Some(extensions) = entry.pax_extensions()? {
+        for extension in extensions {
+            let extension = extension?;
+            if let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                if let Ok(name) = CString::new(name) {
+                    xattrs.push((name, extension.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    Ok(xattrs)
+}
+
+fn set_xattrs(fd: &OwnedFd, xattrs: &Xattrs) -> io::Result<()> {
+    for (name, value) in xattrs {
+        // SAFETY: fsetxattr on a descriptor we hold, with a NUL-terminated name and a value
+        // slice of the length we pass.
+        check(unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InRoot;
+
+    #[test]
+    fn paths_normalise_inside_the_root_or_are_refused() {
+        assert_eq!(InRoot::parse(b"/etc/passwd").unwrap().display(), "/etc/passwd");
+        assert_eq!(InRoot::parse(b"./a//b/./c").unwrap().display(), "/a/b/c");
+        assert_eq!(InRoot::parse(b"a/../b").unwrap().display(), "/b");
+        assert!(InRoot::parse(b"../x").is_none());
+        assert!(InRoot::parse(b"a/../../x").is_none());
+        assert!(InRoot::parse(b"/..").is_none());
+        assert_eq!(InRoot::parse(b"./").unwrap().0.len(), 0);
+    }
+}
