@@ -36,6 +36,11 @@
 #define BOXLITE_EXEC_CALLBACKS_VERSION 1
 
 /**
+ * The largest manifest, index or config accepted (they are small JSON documents).
+ */
+#define MAX_DOCUMENT_BYTES (4 << 20)
+
+/**
  * Options for `boxlite_box_create` (an opaque builder). Defaults: 1 vCPU, 256 MiB, no
  * name, no root disk.
  */
@@ -227,6 +232,16 @@ typedef uint32_t boxlite_engine_t;
  * An image is malformed or unsafe (e.g. a layer entry that would leave the root).
  */
 #define BOXLITE_ERROR_IMAGE 16
+
+/**
+ * A registry refused the credentials (or asked for some).
+ */
+#define BOXLITE_ERROR_UNAUTHORIZED 17
+
+/**
+ * Pulling an image failed (network, protocol, or an HTTP registry not marked insecure).
+ */
+#define BOXLITE_ERROR_PULL 18
 
 /**
  * A bug in boxlite (a caught panic); the message says where.

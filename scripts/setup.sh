@@ -29,6 +29,8 @@ APT_PACKAGES=(
   python3 file           # test helpers; file(1) checks that the agent is static
   busybox-static         # the userland of the test root disk (scripts/build-test-rootfs.sh)
   cmake pkg-config g++   # the C API's build, install and C tests (CTest)
+  umoci                  # the reference our layer assembly is compared with
+  skopeo docker-registry apache2-utils debootstrap  # image tests: a loopback registry, htpasswd, a Python image
 )
 
 need_apt=()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: builds the guest (agent + initramfs, kernel from the cache) and the test
-# root disk, the workspace (library, CLI, shim with libkrun), type-checks the benchmarks,
+# Runs every test: builds the guest (agent + initramfs, kernel from the cache), the test
+# root disk and the test images, the workspace (library, CLI, shim with libkrun), type-checks the benchmarks,
 # runs `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
 # install, pkg-config and find_package consumers, AddressSanitizer), and prints one summary
 # line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guest.sh
 scripts/build-test-rootfs.sh >/dev/null
+scripts/build-test-images.sh >/dev/null
 cargo build --workspace --quiet
 cargo check --benches --quiet
 log=$(mktemp); trap 'rm -f "$log"' EXIT

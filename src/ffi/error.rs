@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::ffi::{c_char, CString};
 
-use crate::runtime::error::Error;
+use crate::runtime::error::{Error, PullErrorKind};
 use crate::runtime::exec::ExecErrorKind;
 
 /// Stable error codes (`boxlite_error_code()`); values never change meaning.
@@ -43,6 +43,10 @@ pub const BOXLITE_ERROR_HOME_LOCKED: boxlite_error_code_t = 14;
 pub const BOXLITE_ERROR_IO: boxlite_error_code_t = 15;
 /// An image is malformed or unsafe (e.g. a layer entry that would leave the root).
 pub const BOXLITE_ERROR_IMAGE: boxlite_error_code_t = 16;
+/// A registry refused the credentials (or asked for some).
+pub const BOXLITE_ERROR_UNAUTHORIZED: boxlite_error_code_t = 17;
+/// Pulling an image failed (network, protocol, or an HTTP registry not marked insecure).
+pub const BOXLITE_ERROR_PULL: boxlite_error_code_t = 18;
 /// A bug in boxlite (a caught panic); the message says where.
 pub const BOXLITE_ERROR_INTERNAL: boxlite_error_code_t = 99;
 
@@ -72,7 +76,12 @@ fn code_of(error: &Error) -> boxlite_error_code_t {
             ExecErrorKind::SpawnFailed => BOXLITE_ERROR_EXEC_FAILED,
         },
         Error::HomeLocked { .. } => BOXLITE_ERROR_HOME_LOCKED,
-        Error::UnsafeLayer { .. } => BOXLITE_ERROR_IMAGE,
+        Error::UnsafeLayer { .. } | Error::InvalidImage { .. } => BOXLITE_ERROR_IMAGE,
+        Error::Pull { kind, .. } => match kind {
+            PullErrorKind::Unauthorized => BOXLITE_ERROR_UNAUTHORIZED,
+            PullErrorKind::NotFound => BOXLITE_ERROR_NOT_FOUND,
+            PullErrorKind::InsecureRegistry | PullErrorKind::Other => BOXLITE_ERROR_PULL,
+        },
         Error::Io { .. } => BOXLITE_ERROR_IO,
     }
 }

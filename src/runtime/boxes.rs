@@ -12,6 +12,9 @@ use std::time::Duration;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec::{ExecCommand, ExecOutput, Execution};
 use crate::runtime::home::RuntimeShared;
+use crate::runtime::images::oci::RunConfig;
+use crate::runtime::images::{disk, normalize_reference};
+use crate::runtime::spec::DiskFormat;
 use crate::runtime::vm::{RootDisk, Vm, VmOptions, MIN_MEMORY_MIB};
 
 /// How long a stopping box's guest gets to sync and power off before it is killed.
@@ -24,12 +27,16 @@ pub struct BoxOptions {
     pub name: Option<String>,
     pub vcpus: u8,
     pub memory_mib: u32,
+    /// The image the box runs (`name[:tag][@digest]`); resolved at first start. Its base
+    /// disk is shared; the box writes to its own overlay (`disk.qcow2` in its directory).
+    pub image: Option<String>,
+    /// Or a ready ext4 root disk (no image).
     pub root_disk: Option<RootDisk>,
 }
 
 impl Default for BoxOptions {
     fn default() -> Self {
-        BoxOptions { name: None, vcpus: 1, memory_mib: 256, root_disk: None }
+        BoxOptions { name: None, vcpus: 1, memory_mib: 256, image: None, root_disk: None }
     }
 }
 
@@ -68,11 +75,16 @@ struct BoxInner {
     status: AtomicU8,
     /// The running VM; the lock also serialises start, stop and remove.
     vm: tokio::sync::Mutex<Option<Arc<Vm>>>,
+    /// The image's run settings, once the image was resolved at first start.
+    image_config: std::sync::OnceLock<RunConfig>,
 }
 
 impl LiteBox {
-    pub(crate) fn create(runtime: Arc<RuntimeShared>, options: BoxOptions) -> Result<LiteBox> {
+    pub(crate) fn create(runtime: Arc<RuntimeShared>, mut options: BoxOptions) -> Result<LiteBox> {
         validate(&options)?;
+        if let Some(image) = &options.image {
+            options.image = Some(normalize_reference(image)?);
+        }
         let id = random_id();
         let dir = runtime.boxes_dir().join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
@@ -83,6 +95,7 @@ impl LiteBox {
             runtime,
             status: AtomicU8::new(BoxStatus::Configured as u8),
             vm: tokio::sync::Mutex::new(None),
+            image_config: std::sync::OnceLock::new(),
         };
         Ok(LiteBox { inner: Arc::new(inner) })
     }
@@ -93,6 +106,11 @@ impl LiteBox {
 
     pub fn name(&self) -> Option<&str> {
         self.inner.options.name.as_deref()
+    }
+
+    /// The (normalised) image reference the box runs, if it runs one.
+    pub fn image(&self) -> Option<&str> {
+        self.inner.options.image.as_deref()
     }
 
     /// The box's directory (console.log, shim.log, its sockets while it runs).
@@ -127,9 +145,16 @@ impl LiteBox {
         Ok(())
     }
 
-    /// Starts a process in the box, booting it first if needed.
+    /// Starts a process in the box, booting it first if needed. The image's Env,
+    /// WorkingDir and User are the defaults; a command with no program runs the image's
+    /// Entrypoint + Cmd (its args, if any, replace Cmd).
     pub async fn exec(&self, command: ExecCommand) -> Result<Execution> {
-        self.running_vm().await?.exec(command).await
+        let vm = self.running_vm().await?;
+        let command = match self.inner.image_config.get() {
+            Some(config) => with_image_defaults(command, config)?,
+            None => command,
+        };
+        vm.exec(command).await
     }
 
     /// Runs a process to completion and collects its output.
@@ -150,11 +175,26 @@ impl LiteBox {
         options.engine = self.inner.runtime.engine;
         options.vcpus = self.inner.options.vcpus;
         options.memory_mib = self.inner.options.memory_mib;
-        options.root_disk = self.inner.options.root_disk.clone();
+        options.root_disk = match &self.inner.options.image {
+            Some(reference) => Some(self.image_disk(reference).await?),
+            None => self.inner.options.root_disk.clone(),
+        };
         let booted = Arc::new(Vm::boot(options).await?);
         *vm = Some(booted.clone());
         self.set_status(BoxStatus::Running);
         Ok(booted)
+    }
+
+    /// Resolves the image (lazily, at first start), builds its base disk if needed, and
+    /// gives the box its overlay.
+    async fn image_disk(&self, reference: &str) -> Result<RootDisk> {
+        let images = &self.inner.runtime.images;
+        let image = images.ensure(reference).await?;
+        let base = images.base_disk(&image).await?;
+        let overlay = self.inner.dir.join("disk.qcow2");
+        disk::overlay(&base, &overlay)?;
+        let _ = self.inner.image_config.set(image.config);
+        Ok(RootDisk { path: overlay, format: DiskFormat::Qcow2, read_only: false })
     }
 
     pub(crate) async fn remove(&self, force: bool) -> Result<()> {
@@ -208,6 +248,9 @@ fn validate(options: &BoxOptions) -> Result<()> {
             });
         }
     }
+    if options.image.is_some() && options.root_disk.is_some() {
+        return Err(Error::InvalidOption { field: "image", reason: "give a box an image or a root disk, not both".into() });
+    }
     if let Some(root) = &options.root_disk {
         if !root.path.is_file() {
             return Err(Error::InvalidOption {
@@ -217,6 +260,37 @@ fn validate(options: &BoxOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Applies an image's run settings as defaults of a command.
+fn with_image_defaults(mut command: ExecCommand, config: &RunConfig) -> Result<ExecCommand> {
+    if command.program.is_empty() {
+        let args = if command.args.is_empty() { config.cmd.clone() } else { std::mem::take(&mut command.args) };
+        let mut argv: Vec<String> = config.entrypoint.iter().cloned().chain(args).collect();
+        if argv.is_empty() {
+            return Err(Error::InvalidOption {
+                field: "exec command",
+                reason: "no program given and the image has no Entrypoint or Cmd".into(),
+            });
+        }
+        command.program = argv.remove(0);
+        command.args = argv;
+    }
+    let mut env: Vec<(String, String)> = config
+        .env
+        .iter()
+        .filter_map(|entry| entry.split_once('=').map(|(n, v)| (n.to_string(), v.to_string())))
+        .filter(|(name, _)| !command.env.iter().any(|(n, _)| n == name))
+        .collect();
+    env.append(&mut command.env);
+    command.env = env;
+    if command.working_dir.is_none() && !config.working_dir.is_empty() {
+        command.working_dir = Some(config.working_dir.clone());
+    }
+    if command.user.is_none() && !config.user.is_empty() {
+        command.user = Some(config.user.clone());
+    }
+    Ok(command)
 }
 
 fn host_memory_mib() -> Option<u64> {

@@ -55,6 +55,14 @@ pub enum Error {
     #[error("cannot run {program:?} in the box ({kind}): {message}")]
     ExecRefused { program: String, kind: ExecErrorKind, message: String },
 
+    /// An image (or its manifest, config, blob or layout) is malformed or failed verification.
+    #[error("invalid image: {what}")]
+    InvalidImage { what: String },
+
+    /// A registry refused or failed a pull.
+    #[error("pulling {reference}: {reason}")]
+    Pull { reference: String, kind: PullErrorKind, reason: String },
+
     /// An image layer has an entry that would break out of the root, or is malformed.
     #[error("refusing image layer entry {entry:?}: {reason}")]
     UnsafeLayer { entry: String, reason: String },
@@ -66,6 +74,19 @@ pub enum Error {
     /// A call to the guest agent failed.
     #[error("agent call {rpc} failed: {cause}")]
     Agent { rpc: &'static str, cause: String },
+}
+
+/// Why a pull failed, for callers that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullErrorKind {
+    /// Wrong or missing credentials.
+    Unauthorized,
+    /// The registry has no such repository, tag or digest.
+    NotFound,
+    /// The registry answered plain HTTP to an HTTPS request.
+    InsecureRegistry,
+    /// Anything else (network, protocol, server errors).
+    Other,
 }
 
 impl Error {

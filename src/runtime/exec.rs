@@ -90,7 +90,7 @@ impl ExecCommand {
     fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidOption { field: "exec command", reason });
         if self.program.is_empty() {
-            return invalid("the program is empty".into());
+            return invalid("the program is empty (and no image Entrypoint/Cmd stands in for it)".into());
         }
         if let Some((name, _)) = self.env.iter().find(|(n, _)| n.is_empty() || n.contains('=')) {
             return invalid(format!("environment variable name {name:?} is empty or contains '='"));

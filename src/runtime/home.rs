@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use crate::runtime::boxes::{BoxOptions, LiteBox};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::images::ImageManager;
 
 pub const HOME_ENV: &str = "BOXLITE_HOME";
 
@@ -30,6 +31,7 @@ pub struct RuntimeOptions {
 pub(crate) struct RuntimeShared {
     pub home: PathBuf,
     pub engine: EngineChoice,
+    pub images: ImageManager,
     /// Held (flock) for as long as anything of this runtime lives.
     _lock: File,
 }
@@ -63,14 +65,38 @@ impl BoxliteRuntime {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let lock = lock_home(&home)?;
+        let images = ImageManager::open(&home.join("images"))?;
         Ok(BoxliteRuntime {
-            shared: Arc::new(RuntimeShared { home, engine: options.engine, _lock: lock }),
+            shared: Arc::new(RuntimeShared { home, engine: options.engine, images, _lock: lock }),
             boxes: Arc::default(),
         })
     }
 
     pub fn home(&self) -> &Path {
         &self.shared.home
+    }
+
+    /// The runtime's image cache.
+    pub fn images(&self) -> &ImageManager {
+        &self.shared.images
+    }
+
+    /// Removes an image from the cache: refused while a box uses it, unless `force`.
+    pub fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
+        let reference = crate::runtime::images::normalize_reference(reference)?;
+        let users: Vec<String> = self
+            .list_boxes()
+            .into_iter()
+            .filter(|b| b.image().is_some_and(|i| i == reference))
+            .map(|b| b.name().unwrap_or(b.id()).to_string())
+            .collect();
+        if !users.is_empty() && !force {
+            return Err(Error::InvalidState {
+                what: format!("image {reference}"),
+                reason: format!("boxes use it ({}); remove them first or force", users.join(", ")),
+            });
+        }
+        self.shared.images.untag(&reference)
     }
 
     /// Creates a box (validating every option now, not at boot). It starts on `start()` or

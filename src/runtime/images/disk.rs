@@ -1,0 +1,109 @@
+//! The base disk of an image: its layers applied in order into a staging root (with the
+//! path-safe extractor), then an ext4 image made by `mke2fs -d`. Built once per manifest
+//! digest and shared read-only by every box of the image; each box writes to a qcow2
+//! overlay on top (`overlay`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::images::oci::{self, LayerCompression, Manifest};
+use crate::runtime::images::store::{tempfile_in, Digest, Store};
+use crate::runtime::images::unpack::{Staging, UnpackReport};
+
+/// Free space the base file system gets beyond the image's content: what boxes can write
+/// (the file is sparse, so unused space costs nothing).
+const HEADROOM_MIB: u64 = 2048;
+
+/// Builds the base disk of `manifest` if it is not cached; returns its path.
+pub fn build_base(store: &Store, manifest_digest: &Digest) -> Result<(PathBuf, UnpackReport)> {
+    let dest = store.disk_path(manifest_digest);
+    if dest.is_file() {
+        return Ok((dest, UnpackReport::default()));
+    }
+    let manifest: Manifest = oci::parse("manifest", &store.read_blob(manifest_digest)?)?;
+    let staging_dir = tempfile_in(&store.tmp_dir())?;
+    let result = assemble_and_format(store, &manifest, &staging_dir, &dest);
+    let _ = std::fs::remove_dir_all(&staging_dir);
+    result.map(|report| (dest, report))
+}
+
+fn assemble_and_format(store: &Store, manifest: &Manifest, staging_dir: &Path, dest: &Path) -> Result<UnpackReport> {
+    let report = assemble(store, manifest, staging_dir)?;
+    let size_mib = content_bytes(staging_dir) / (1 << 20) * 5 / 4 + HEADROOM_MIB;
+    let tmp = tempfile_in(&store.tmp_dir())?;
+    let output = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d"])
+        .arg(staging_dir)
+        .arg(&tmp)
+        .arg(format!("{size_mib}M"))
+        .output()
+        .map_err(|e| Error::io("run mke2fs (install e2fsprogs)", e))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("mke2fs -d {} failed: {}", staging_dir.display(), String::from_utf8_lossy(&output.stderr).trim()),
+            std::io::Error::other("mke2fs failed"),
+        ));
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))?;
+    Ok(report)
+}
+
+/// Applies the layers of the manifest `manifest_digest`, in order, into the directory `dir`.
+pub fn assemble_rootfs(store: &Store, manifest_digest: &Digest, dir: &Path) -> Result<UnpackReport> {
+    let manifest: Manifest = oci::parse("manifest", &store.read_blob(manifest_digest)?)?;
+    assemble(store, &manifest, dir)
+}
+
+fn assemble(store: &Store, manifest: &Manifest, dir: &Path) -> Result<UnpackReport> {
+    let staging = Staging::create(dir)?;
+    let mut report = UnpackReport::default();
+    for layer in &manifest.layers {
+        let path = store.blob_path(&layer.digest);
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(format!("open layer {}", path.display()), e))?;
+        let reader = std::io::BufReader::new(file);
+        let applied = match oci::layer_compression(&layer.media_type)? {
+            LayerCompression::None => staging.apply_layer(reader)?,
+            LayerCompression::Gzip => staging.apply_layer(flate2::read::GzDecoder::new(reader))?,
+        };
+        report.entries += applied.entries;
+        report.warnings.extend(applied.warnings);
+    }
+    Ok(report)
+}
+
+/// Bytes of file content under `dir` (not following symlinks).
+fn content_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => 4096 + content_bytes(&entry.path()),
+            Ok(meta) => meta.len().max(4096),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Creates a box's writable disk: a qcow2 overlay whose backing file is the image's base.
+pub fn overlay(base: &Path, dest: &Path) -> Result<()> {
+    if dest.is_file() {
+        return Ok(());
+    }
+    let tmp = dest.with_extension("qcow2.tmp");
+    let output = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(base)
+        .arg(&tmp)
+        .output()
+        .map_err(|e| Error::io("run qemu-img (install qemu-utils)", e))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("qemu-img create overlay on {} failed: {}", base.display(), String::from_utf8_lossy(&output.stderr).trim()),
+            std::io::Error::other("qemu-img failed"),
+        ));
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+}
