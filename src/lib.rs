@@ -9,7 +9,7 @@ pub mod runtime;
 
 pub use runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
 pub use runtime::engine::{EngineChoice, EngineKind, HostVirtualization};
-pub use runtime::error::{Error, Result};
+pub use runtime::error::{Error, PullErrorKind, Result};
 pub use runtime::exec::{ExecCommand, ExecErrorKind, ExecMetrics, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
 pub use runtime::home::{BoxliteRuntime, RuntimeOptions};
 pub use runtime::spec::{DiskFormat, DiskSpec, VmSpec};

@@ -6,7 +6,7 @@ use boxlite::{BoxOptions, BoxStatus, BoxliteRuntime, EngineChoice, Error, ExecCo
 use common::{busybox_root, RunDir};
 
 fn runtime(dir: &RunDir) -> boxlite::Result<BoxliteRuntime> {
-    BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu })
+    BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu, ..Default::default() })
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn busybox_layout() -> PathBuf {
 }
 
 fn runtime(dir: &RunDir) -> BoxliteRuntime {
-    BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu }).unwrap()
+    BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu, ..Default::default() }).unwrap()
 }
 
 #[test]
@@ -169,13 +169,15 @@ async fn boxes_run_the_image_with_its_config_and_share_one_base_disk() {
 }
 
 #[test]
-fn an_image_that_is_not_cached_fails_at_start_with_a_clear_error() {
+fn an_uncached_image_is_pulled_at_start_and_an_unreachable_registry_is_a_clear_error() {
     let dir = RunDir::new("img-missing");
     let rt = runtime(&dir);
-    let lite_box = rt.create_box(BoxOptions { image: Some("localhost/nothing:here".into()), ..Default::default() }).unwrap();
+    // Nothing listens on 127.0.0.1:9 (discard): the lazy pull at start fails fast.
+    let lite_box = rt.create_box(BoxOptions { image: Some("127.0.0.1:9/nothing:here".into()), ..Default::default() }).unwrap();
     let error = tokio::runtime::Runtime::new().unwrap().block_on(lite_box.start()).unwrap_err();
-    assert!(matches!(error, Error::NotFound { .. }), "{error}");
-    assert!(error.to_string().contains("localhost/nothing:here"), "{error}");
+    assert!(matches!(error, Error::Pull { .. }), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1:9/nothing:here") && text.contains("cannot connect"), "{text}");
     let bad = rt.create_box(BoxOptions { image: Some("UPPER/case:bad tag".into()), ..Default::default() });
     assert!(matches!(bad, Err(Error::InvalidOption { field: "image", .. })));
 }

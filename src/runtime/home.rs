@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use crate::runtime::boxes::{BoxOptions, LiteBox};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::images::pull::RegistryOptions;
 use crate::runtime::images::ImageManager;
 
 pub const HOME_ENV: &str = "BOXLITE_HOME";
@@ -24,6 +25,8 @@ pub struct RuntimeOptions {
     /// The home directory; `None` means `$BOXLITE_HOME`, else `~/.boxlite`.
     pub home: Option<PathBuf>,
     pub engine: EngineChoice,
+    /// Insecure (plain-HTTP) registries and credentials for pulls.
+    pub registries: RegistryOptions,
 }
 
 /// What every box of a runtime shares.
@@ -65,7 +68,7 @@ impl BoxliteRuntime {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let lock = lock_home(&home)?;
-        let images = ImageManager::open(&home.join("images"))?;
+        let images = ImageManager::open(&home.join("images"), options.registries)?;
         Ok(BoxliteRuntime {
             shared: Arc::new(RuntimeShared { home, engine: options.engine, images, _lock: lock }),
             boxes: Arc::default(),

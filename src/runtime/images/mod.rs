@@ -1,10 +1,11 @@
-//! OCI images: the on-disk cache (`store`), import from OCI layouts (`layout`), the
-//! path-safe layer extractor (`unpack`), and the per-image base disk every box of that
-//! image shares (`disk`).
+//! OCI images: the on-disk cache (`store`), pulls from registries (`pull`), import from
+//! OCI layouts (`layout`), the path-safe layer extractor (`unpack`), and the per-image base
+//! disk every box of that image shares (`disk`).
 
 pub mod disk;
 pub mod layout;
 pub mod oci;
+pub mod pull;
 pub mod store;
 pub mod unpack;
 
@@ -45,13 +46,37 @@ pub struct ImageManager {
     store: Store,
     /// One lock per reference or digest, so that concurrent starts pull and build once.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Base disks built by this manager (a metric; also how tests see "built once").
+    registries: pull::RegistryOptions,
+    /// Base disks built and pulls made by this manager (metrics; also how tests see
+    /// "built once, pulled once").
     disks_built: AtomicU64,
+    pulls: AtomicU64,
 }
 
 impl ImageManager {
-    pub fn open(images_dir: &Path) -> Result<ImageManager> {
-        Ok(ImageManager { store: Store::open(images_dir)?, in_flight: Mutex::default(), disks_built: AtomicU64::new(0) })
+    pub fn open(images_dir: &Path, registries: pull::RegistryOptions) -> Result<ImageManager> {
+        Ok(ImageManager {
+            store: Store::open(images_dir)?,
+            in_flight: Mutex::default(),
+            registries,
+            disks_built: AtomicU64::new(0),
+            pulls: AtomicU64::new(0),
+        })
+    }
+
+    /// Pulls an image from its registry (fetching only blobs not cached) and caches it
+    /// under its reference.
+    pub async fn pull(&self, reference: &str, progress: Option<pull::ProgressFn>) -> Result<Image> {
+        let normalized = normalize_reference(reference)?;
+        let pulled = pull::pull(&self.store, &self.registries, &normalized, progress).await?;
+        self.pulls.fetch_add(1, Ordering::Relaxed);
+        self.store.tag(&normalized, &pulled.manifest)?;
+        self.load(&normalized, &pulled.manifest)
+    }
+
+    /// How many pulls this manager has made.
+    pub fn pulls(&self) -> u64 {
+        self.pulls.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Store {
@@ -120,15 +145,16 @@ impl ImageManager {
         Ok(removed)
     }
 
-    /// The image for `reference` from the cache. (Pulling from a registry comes with the
-    /// registry client; until then an image must be imported first.)
+    /// The image for `reference`: from the cache, else pulled. Concurrent callers for one
+    /// reference wait for a single pull.
     pub async fn ensure(&self, reference: &str) -> Result<Image> {
         let normalized = normalize_reference(reference)?;
         let lock = self.lock_for(&normalized);
         let _guard = lock.lock().await;
-        self.get(&normalized)?.ok_or_else(|| Error::NotFound {
-            what: format!("image {normalized} in the cache (import it first, e.g. from an OCI layout)"),
-        })
+        match self.get(&normalized)? {
+            Some(image) => Ok(image),
+            None => self.pull(&normalized, None).await,
+        }
     }
 
     /// The image's base disk, built once however many boxes start at the same time.

@@ -132,36 +132,22 @@ impl Store {
         if self.has_blob(digest) {
             return Ok(());
         }
-        let tmp = tempfile_in(&self.tmp_dir())?;
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
-        {
-            let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = from.read(&mut buf).map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
-                if n == 0 {
-                    break;
-                }
-                written += n as u64;
-                if written > size {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(Error::InvalidImage { what: format!("blob {digest} is larger than its descriptor's {size} bytes") });
-                }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n]).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        let mut writer = self.begin_blob(digest, size)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = from.read(&mut buf).map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+            if n == 0 {
+                return writer.finish();
             }
-            file.sync_all().map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+            writer.write(&buf[..n])?;
         }
-        let actual = Digest(format!("sha256:{:x}", hasher.finalize()));
-        if written != size || &actual != digest {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::InvalidImage {
-                what: format!("blob {digest} failed verification: got {written} bytes with digest {actual}, expected {size} bytes"),
-            });
-        }
-        let dest = self.blob_path(digest);
-        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+    }
+
+    /// Starts writing a blob piece by piece (e.g. from a network stream).
+    pub fn begin_blob(&self, digest: &Digest, size: u64) -> Result<BlobWriter> {
+        let tmp = tempfile_in(&self.tmp_dir())?;
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        Ok(BlobWriter { file: Some(file), tmp, dest: self.blob_path(digest), digest: digest.clone(), size, written: 0, hasher: Sha256::new() })
     }
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
@@ -226,6 +212,53 @@ impl Store {
     fn save_index(&self, index: &Index) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(index).expect("the index always serializes");
         write_atomic(&self.tmp_dir(), &self.index_path(), &bytes)
+    }
+}
+
+/// A blob being written: hashed and counted as it comes, named only by `finish` after both
+/// match its descriptor. Dropped unfinished, it leaves nothing behind.
+pub struct BlobWriter {
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    digest: Digest,
+    size: u64,
+    written: u64,
+    hasher: Sha256,
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        self.written += chunk.len() as u64;
+        if self.written > self.size {
+            return Err(Error::InvalidImage { what: format!("blob {} is larger than its descriptor's {} bytes", self.digest, self.size) });
+        }
+        self.hasher.update(chunk);
+        let file = self.file.as_mut().expect("open until finish");
+        file.write_all(chunk).map_err(|e| Error::io(format!("write {}", self.tmp.display()), e))
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        let file = self.file.take().expect("open until finish");
+        file.sync_all().map_err(|e| Error::io(format!("fsync {}", self.tmp.display()), e))?;
+        drop(file);
+        let actual = Digest(format!("sha256:{:x}", std::mem::take(&mut self.hasher).finalize()));
+        if self.written != self.size || actual != self.digest {
+            return Err(Error::InvalidImage {
+                what: format!(
+                    "blob {} failed verification: got {} bytes with digest {actual}, expected {} bytes",
+                    self.digest, self.written, self.size
+                ),
+            });
+        }
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(format!("rename to {}", self.dest.display()), e))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Unfinished or failed: the temp file goes (after a successful rename it is gone).
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
