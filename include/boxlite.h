@@ -154,6 +154,12 @@ typedef struct {
 typedef uint32_t boxlite_engine_t;
 
 /**
+ * Receives pull progress: the blob's digest (valid during the call), bytes so far and its
+ * size. Return 0 to go on; non-zero cancels the pull (BOXLITE_ERROR_CANCELLED).
+ */
+typedef int32_t (*boxlite_pull_progress_cb)(const char *digest, uint64_t done, uint64_t total, void *user_data);
+
+/**
  * An argument is NULL, malformed or out of range.
  */
 #define BOXLITE_ERROR_INVALID_ARGUMENT 1
@@ -244,6 +250,11 @@ typedef uint32_t boxlite_engine_t;
 #define BOXLITE_ERROR_PULL 18
 
 /**
+ * A callback asked to stop the operation.
+ */
+#define BOXLITE_ERROR_CANCELLED 19
+
+/**
  * A bug in boxlite (a caught panic); the message says where.
  */
 #define BOXLITE_ERROR_INTERNAL 99
@@ -312,6 +323,17 @@ boxlite_error_t *boxlite_box_options_set_cpus(boxlite_box_options_t *options, ui
  * `options` is NULL or live.
  */
 boxlite_error_t *boxlite_box_options_set_memory_mib(boxlite_box_options_t *options, uint32_t memory_mib);
+
+/**
+ * Sets the image the box runs (`name[:tag][@digest]`, copied). It is checked at create and
+ * pulled (if not cached) and turned into the box's disk at first start. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments or non-UTF-8 text. Not thread-safe for
+ * the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live; `image` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_options_set_image(boxlite_box_options_t *options, const char *image);
 
 /**
  * Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
@@ -631,6 +653,26 @@ boxlite_error_t *boxlite_runtime_options_set_home(boxlite_runtime_options_t *opt
 boxlite_error_t *boxlite_runtime_options_set_engine(boxlite_runtime_options_t *options, boxlite_engine_t engine);
 
 /**
+ * Lets the runtime speak plain HTTP to `registry` (`host[:port]`, copied). Only for
+ * registries on networks you trust. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULL
+ * arguments or non-UTF-8 text. Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live; `registry` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_runtime_options_add_insecure_registry(boxlite_runtime_options_t *options, const char *registry);
+
+/**
+ * Sets basic-auth credentials (copied) for pulls from `registry` (`host[:port]`).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments or non-UTF-8 text. Not
+ * thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live; the strings are NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_runtime_options_set_registry_credentials(boxlite_runtime_options_t *options, const char *registry, const char *username, const char *password);
+
+/**
  * Frees runtime options. NULL does nothing.
  *
  * # Safety
@@ -668,6 +710,40 @@ void boxlite_runtime_free(boxlite_runtime_t *runtime);
  * `runtime` is NULL or live.
  */
 const char *boxlite_runtime_home(const boxlite_runtime_t *runtime);
+
+/**
+ * Pulls an image (`name[:tag][@digest]`) into the runtime's cache, fetching only blobs it
+ * does not have. `progress` may be NULL; it runs on the calling thread. Blocks. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, a malformed reference), BOXLITE_ERROR_NOT_FOUND,
+ * BOXLITE_ERROR_UNAUTHORIZED, BOXLITE_ERROR_PULL (network, or an HTTP registry not marked
+ * insecure: the message says so), BOXLITE_ERROR_IMAGE (verification failed),
+ * BOXLITE_ERROR_CANCELLED. Thread-safe.
+ *
+ * # Safety
+ * `runtime` is NULL or live; `reference` is NULL or NUL-terminated; `progress` obeys its
+ * contract.
+ */
+boxlite_error_t *boxlite_runtime_pull_image(const boxlite_runtime_t *runtime, const char *reference, boxlite_pull_progress_cb progress, void *user_data);
+
+/**
+ * Imports an image from an OCI image layout directory and caches it as `name`. `tag`
+ * picks the layout's image (`org.opencontainers.image.ref.name`); NULL takes its only
+ * image. Blocks. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_NOT_FOUND (no such
+ * tag), BOXLITE_ERROR_IMAGE (not a layout, or a blob failed verification). Thread-safe.
+ *
+ * # Safety
+ * `runtime` is NULL or live; the strings are NULL or NUL-terminated (`tag` may be NULL).
+ */
+boxlite_error_t *boxlite_runtime_import_image(const boxlite_runtime_t *runtime, const char *layout_dir, const char *tag, const char *name);
+
+/**
+ * Removes an image from the cache; refused (BOXLITE_ERROR_INVALID_STATE) while a box uses
+ * it unless `force`. Errors also: BOXLITE_ERROR_NOT_FOUND. Thread-safe.
+ *
+ * # Safety
+ * `runtime` is NULL or live; `reference` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_runtime_remove_image(const boxlite_runtime_t *runtime, const char *reference, bool force);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -114,6 +114,7 @@ async fn pull_by_tag_and_by_digest_fetching_each_blob_once() {
     let sink = seen.clone();
     let progress: boxlite::runtime::images::pull::ProgressFn = Arc::new(move |p| {
         sink.lock().unwrap().insert(p.digest.to_string(), p.done);
+        true
     });
     let image = rt.images().pull(&reference, Some(progress)).await.unwrap();
     assert_eq!(image.config.working_dir, "/srv");

@@ -112,6 +112,24 @@ pub unsafe extern "C" fn boxlite_box_options_set_memory_mib(options: *mut boxlit
     }
 }
 
+/// Sets the image the box runs (`name[:tag][@digest]`, copied). It is checked at create and
+/// pulled (if not cached) and turned into the box's disk at first start. Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments or non-UTF-8 text. Not thread-safe for
+/// the same options object.
+///
+/// # Safety
+/// `options` is NULL or live; `image` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_options_set_image(options: *mut boxlite_box_options_t, image: *const c_char) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe {
+        with_options(options, |o| {
+            o.image = Some(str_arg(image, "image")?.to_string());
+            Ok(())
+        })
+    }
+}
+
 /// Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
 /// `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
 /// for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.

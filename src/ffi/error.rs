@@ -47,6 +47,8 @@ pub const BOXLITE_ERROR_IMAGE: boxlite_error_code_t = 16;
 pub const BOXLITE_ERROR_UNAUTHORIZED: boxlite_error_code_t = 17;
 /// Pulling an image failed (network, protocol, or an HTTP registry not marked insecure).
 pub const BOXLITE_ERROR_PULL: boxlite_error_code_t = 18;
+/// A callback asked to stop the operation.
+pub const BOXLITE_ERROR_CANCELLED: boxlite_error_code_t = 19;
 /// A bug in boxlite (a caught panic); the message says where.
 pub const BOXLITE_ERROR_INTERNAL: boxlite_error_code_t = 99;
 
@@ -81,6 +83,7 @@ fn code_of(error: &Error) -> boxlite_error_code_t {
             PullErrorKind::Unauthorized => BOXLITE_ERROR_UNAUTHORIZED,
             PullErrorKind::NotFound => BOXLITE_ERROR_NOT_FOUND,
             PullErrorKind::InsecureRegistry | PullErrorKind::Other => BOXLITE_ERROR_PULL,
+            PullErrorKind::Cancelled => BOXLITE_ERROR_CANCELLED,
         },
         Error::Io { .. } => BOXLITE_ERROR_IO,
     }

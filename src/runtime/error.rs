@@ -85,6 +85,8 @@ pub enum PullErrorKind {
     NotFound,
     /// The registry answered plain HTTP to an HTTPS request.
     InsecureRegistry,
+    /// The caller's progress callback asked to stop.
+    Cancelled,
     /// Anything else (network, protocol, server errors).
     Other,
 }

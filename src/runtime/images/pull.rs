@@ -56,7 +56,8 @@ pub struct PullProgress {
     pub total: u64,
 }
 
-pub type ProgressFn = Arc<dyn Fn(&PullProgress) + Send + Sync>;
+/// Called as blobs arrive; returning `false` cancels the pull.
+pub type ProgressFn = Arc<dyn Fn(&PullProgress) -> bool + Send + Sync>;
 
 /// What a pull did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +157,13 @@ async fn fetch_blob(
         writer.write(&chunk).map_err(FetchError::Local)?;
         done += chunk.len() as u64;
         if let Some(report) = &progress {
-            report(&PullProgress { digest: descriptor.digest.clone(), done, total: descriptor.size });
+            if !report(&PullProgress { digest: descriptor.digest.clone(), done, total: descriptor.size }) {
+                return Err(FetchError::Local(Error::Pull {
+                    reference: image.whole(),
+                    kind: PullErrorKind::Cancelled,
+                    reason: "cancelled by the progress callback".into(),
+                }));
+            }
         }
     }
     writer.finish().map_err(FetchError::Local)

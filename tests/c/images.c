@@ -1,0 +1,56 @@
+/* Images from C: import an OCI layout, run a box of it (its WorkingDir and Env apply), and
+ * refuse to remove an image a box uses. */
+#include "common.h"
+
+static boxlite_output_t *run(boxlite_box_t *box, const char *program, const char *arg1, const char *arg2) {
+    boxlite_command_t *command = NULL;
+    boxlite_output_t *output = NULL;
+    OK(boxlite_command_new(&command, program));
+    if (arg1) OK(boxlite_command_add_arg(command, arg1));
+    if (arg2) OK(boxlite_command_add_arg(command, arg2));
+    OK(boxlite_box_run(&output, box, command));
+    boxlite_command_free(command);
+    return output;
+}
+
+static int stdout_is(boxlite_output_t *output, const char *expected) {
+    size_t len = 0;
+    const uint8_t *out = boxlite_output_stdout(output, &len);
+    return len == strlen(expected) && memcmp(out, expected, len) == 0;
+}
+
+int main(void) {
+    const char *layout = getenv("BOXLITE_TEST_IMAGE_LAYOUT");
+    if (!layout || !*layout) FAIL("BOXLITE_TEST_IMAGE_LAYOUT is not set");
+    const char *name = "localhost/boxlite/busybox:latest";
+    boxlite_runtime_t *runtime = test_runtime();
+    EXPECT_ERROR(boxlite_runtime_import_image(runtime, "/no/such/layout", NULL, name), BOXLITE_ERROR_IMAGE);
+    EXPECT_ERROR(boxlite_runtime_import_image(runtime, layout, "no-such-tag", name), BOXLITE_ERROR_NOT_FOUND);
+    OK(boxlite_runtime_import_image(runtime, layout, "latest", name));
+
+    boxlite_box_options_t *options = NULL;
+    boxlite_box_t *box = NULL;
+    OK(boxlite_box_options_new(&options));
+    OK(boxlite_box_options_set_image(options, "Not A Reference!"));
+    EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
+    OK(boxlite_box_options_set_image(options, name));
+    OK(boxlite_box_create(&box, runtime, options));
+    boxlite_box_options_free(options);
+
+    boxlite_output_t *output = run(box, "pwd", NULL, NULL);
+    CHECK(stdout_is(output, "/srv\n"));
+    boxlite_output_free(output);
+    output = run(box, "sh", "-c", "echo $BOXLITE_IMAGE");
+    CHECK(stdout_is(output, "busybox\n"));
+    boxlite_output_free(output);
+
+    EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_INVALID_STATE);
+    OK(boxlite_box_remove(box, true));
+    OK(boxlite_runtime_remove_image(runtime, name, false));
+    EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_NOT_FOUND);
+    EXPECT_ERROR(boxlite_runtime_pull_image(runtime, NULL, NULL, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+
+    boxlite_box_free(box);
+    boxlite_runtime_free(runtime);
+    return 0;
+}
