@@ -181,3 +181,38 @@ fn an_uncached_image_is_pulled_at_start_and_an_unreachable_registry_is_a_clear_e
     let bad = rt.create_box(BoxOptions { image: Some("UPPER/case:bad tag".into()), ..Default::default() });
     assert!(matches!(bad, Err(Error::InvalidOption { field: "image", .. })));
 }
+
+#[test]
+fn oci_and_docker_archives_import_to_the_same_tree() {
+    let dir = RunDir::new("img-archives");
+    let rt = runtime(&dir);
+    let from_layout = rt.images().import_layout(&busybox_layout(), Some("latest"), NAME).unwrap();
+
+    let oci_tar = dir.0.join("busybox-oci.tar");
+    assert!(Command::new("tar").arg("-C").arg(busybox_layout()).arg("-cf").arg(&oci_tar).arg(".").status().unwrap().success());
+    let from_oci = rt.images().import_archive(&oci_tar, Some("latest"), "localhost/from-oci-archive").unwrap();
+    assert_eq!(from_oci.manifest_digest, from_layout.manifest_digest, "the same blobs, the same manifest");
+
+    let docker_tar = dir.0.join("busybox-docker.tar");
+    let output = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:latest", busybox_layout().display()))
+        .arg(format!("docker-archive:{}:localhost/boxlite/busybox:v1", docker_tar.display()))
+        .output()
+        .expect("skopeo is installed by scripts/setup.sh");
+    assert!(output.status.success(), "skopeo: {}", String::from_utf8_lossy(&output.stderr));
+    let from_docker = rt.images().import_archive(&docker_tar, Some("v1"), "localhost/from-docker-archive").unwrap();
+    assert_eq!(from_docker.config, from_layout.config, "Env, Cmd and WorkingDir survive docker save");
+    let missing = rt.images().import_archive(&docker_tar, Some("v2"), "localhost/x").unwrap_err();
+    assert!(matches!(missing, Error::NotFound { .. }), "{missing}");
+
+    let (a, b) = (dir.0.join("tree-layout"), dir.0.join("tree-docker"));
+    disk::assemble_rootfs(rt.images().store(), &from_layout.manifest_digest, &a).unwrap();
+    disk::assemble_rootfs(rt.images().store(), &from_docker.manifest_digest, &b).unwrap();
+    assert_eq!(listing(&a), listing(&b));
+
+    let not_archive = dir.0.join("not-an-archive.tar");
+    assert!(Command::new("tar").arg("-C").arg(&a).arg("-cf").arg(&not_archive).arg("etc").status().unwrap().success());
+    let error = rt.images().import_archive(&not_archive, None, "localhost/x").unwrap_err();
+    assert!(error.to_string().contains("neither an OCI archive"), "{error}");
+}

@@ -92,6 +92,15 @@ impl ImageManager {
         self.load(&reference, &digest)
     }
 
+    /// Imports an image from an archive (an OCI layout tar, or a `docker save` tar) and
+    /// caches it under `name`.
+    pub fn import_archive(&self, archive: &Path, tag: Option<&str>, name: &str) -> Result<Image> {
+        let reference = normalize_reference(name)?;
+        let digest = layout::import_archive(&self.store, archive, tag)?;
+        self.store.tag(&reference, &digest)?;
+        self.load(&reference, &digest)
+    }
+
     /// The cached image for a reference, if any.
     pub fn get(&self, reference: &str) -> Result<Option<Image>> {
         let reference = normalize_reference(reference)?;
