@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Boot benchmark: release builds of the shim and the harness, then benches/boot.rs.
+# The benchmarks: boot (benches/boot.rs), exec (benches/exec.rs) and images
+# (benches/images.rs: needs the Python image, built here once), in release builds.
 # BOXLITE_BENCH_RUNS sets the runs per engine (default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,4 +8,6 @@ scripts/build-guest.sh
 cargo build --release --quiet -p boxlite-shim
 scripts/build-test-rootfs.sh >/dev/null
 cargo bench --quiet --bench boot
-exec cargo bench --quiet --bench exec
+cargo bench --quiet --bench exec
+scripts/build-python-image.sh >/dev/null
+exec cargo bench --quiet --bench images

@@ -5,85 +5,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxlite::runtime::images::pull::{Credentials, RegistryOptions};
 use boxlite::{BoxOptions, BoxliteRuntime, EngineChoice, Error, ExecCommand, PullErrorKind, RuntimeOptions};
+use common::registry::{Registry, PASSWORD, USER};
 use common::RunDir;
 
-const USER: &str = "boxlite";
-const PASSWORD: &str = "s3cret-for-tests";
-
-struct Registry {
-    child: Child,
-    address: String,
-}
-
-impl Registry {
-    /// Starts docker-registry on a free loopback port, with htpasswd auth if `auth`.
-    fn start(dir: &RunDir, auth: bool) -> Registry {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let address = format!("127.0.0.1:{port}");
-        let storage = dir.0.join("registry-data");
-        std::fs::create_dir_all(&storage).unwrap();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-            storage.display()
-        );
-        if auth {
-            let output = Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]).output().expect("htpasswd (apache2-utils)");
-            assert!(output.status.success());
-            let htpasswd = dir.0.join("htpasswd");
-            std::fs::write(&htpasswd, output.stdout).unwrap();
-            config.push_str(&format!("auth:\n  htpasswd:\n    realm: boxlite-test\n    path: {}\n", htpasswd.display()));
-        }
-        let config_path = dir.0.join("registry.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed by scripts/setup.sh");
-        let registry = Registry { child, address };
-        let started = Instant::now();
-        while TcpStream::connect(&registry.address).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "docker-registry did not listen on {}", registry.address);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        registry
-    }
-
-    /// Pushes the busybox test image as `boxlite/busybox:latest`.
-    fn push_busybox(&self, auth: bool) -> String {
-        let layout = boxlite::runtime::helpers::cache_dir().join("test-images/busybox");
-        assert!(layout.join("index.json").is_file(), "run scripts/build-test-images.sh");
-        let reference = format!("{}/boxlite/busybox:latest", self.address);
-        let mut command = Command::new("skopeo");
-        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if auth {
-            command.arg(format!("--dest-creds={USER}:{PASSWORD}"));
-        }
-        let output = command
-            .arg(format!("oci:{}:latest", layout.display()))
-            .arg(format!("docker://{reference}"))
-            .output()
-            .expect("skopeo is installed by scripts/setup.sh");
-        assert!(output.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&output.stderr));
-        reference
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn busybox_layout() -> PathBuf {
+    let layout = boxlite::runtime::helpers::cache_dir().join("test-images/busybox");
+    assert!(layout.join("index.json").is_file(), "run scripts/build-test-images.sh");
+    layout
 }
 
 fn runtime(dir: &RunDir, registries: RegistryOptions) -> BoxliteRuntime {
@@ -106,8 +40,8 @@ fn pull_error(result: boxlite::Result<boxlite::runtime::images::Image>) -> (Pull
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_by_tag_and_by_digest_fetching_each_blob_once() {
     let dir = RunDir::new("pull-anon");
-    let registry = Registry::start(&dir, false);
-    let reference = registry.push_busybox(false);
+    let registry = Registry::start(&dir.0, false);
+    let reference = registry.push(&busybox_layout(), "latest", "boxlite/busybox:latest", false);
     let rt = runtime(&dir, insecure(&registry));
 
     let seen = Arc::new(std::sync::Mutex::new(HashMap::<String, u64>::new()));
@@ -137,8 +71,8 @@ async fn pull_by_tag_and_by_digest_fetching_each_blob_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_images_and_http_registries_give_clear_errors() {
     let dir = RunDir::new("pull-errors");
-    let registry = Registry::start(&dir, false);
-    registry.push_busybox(false);
+    let registry = Registry::start(&dir.0, false);
+    registry.push(&busybox_layout(), "latest", "boxlite/busybox:latest", false);
 
     let rt = runtime(&dir, insecure(&registry));
     let (kind, reason) = pull_error(rt.images().pull(&format!("{}/boxlite/nothing:latest", registry.address), None).await);
@@ -157,8 +91,8 @@ async fn unknown_images_and_http_registries_give_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_registry_needs_the_right_credentials() {
     let dir = RunDir::new("pull-auth");
-    let registry = Registry::start(&dir, true);
-    let reference = registry.push_busybox(true);
+    let registry = Registry::start(&dir.0, true);
+    let reference = registry.push(&busybox_layout(), "latest", "boxlite/busybox:latest", true);
 
     let anonymous = runtime(&RunDir::new("pull-auth-anon"), insecure(&registry));
     let (kind, reason) = pull_error(anonymous.images().pull(&reference, None).await);
@@ -179,8 +113,8 @@ async fn basic_auth_registry_needs_the_right_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_boxes_of_an_uncached_image_start_with_one_pull_and_one_disk_build() {
     let dir = RunDir::new("pull-boxes");
-    let registry = Registry::start(&dir, false);
-    let reference = registry.push_busybox(false);
+    let registry = Registry::start(&dir.0, false);
+    let reference = registry.push(&busybox_layout(), "latest", "boxlite/busybox:latest", false);
     let rt = runtime(&dir, insecure(&registry));
     let options = |name: &str| BoxOptions { name: Some(name.into()), image: Some(reference.clone()), ..Default::default() };
     let (a, b) = (rt.create_box(options("a")).unwrap(), rt.create_box(options("b")).unwrap());
