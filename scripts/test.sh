@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: builds the guest (agent + initramfs, kernel from the cache), the test
-# root disk and the test images, the workspace (library, CLI, shim with libkrun), type-checks the benchmarks,
-# runs `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
+# root disk and the test images (busybox; Python by debootstrap, about a minute the first
+# time), the workspace (library, CLI, shim with libkrun), type-checks the benchmarks, runs
+# `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
 # install, pkg-config and find_package consumers, AddressSanitizer), and prints one summary
 # line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/build-guest.sh
 scripts/build-test-rootfs.sh >/dev/null
 scripts/build-test-images.sh >/dev/null
+scripts/build-python-image.sh >/dev/null
 cargo build --workspace --quiet
 cargo check --benches --quiet
 log=$(mktemp); trap 'rm -f "$log"' EXIT
