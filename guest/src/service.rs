@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest, ShutdownResponse};
+use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest, ShutdownResponse, StatsRequest, StatsResponse};
 use boxlite_protocol::agent_ttrpc::Guest;
 use ttrpc::asynchronous::TtrpcContext;
 
@@ -66,6 +66,26 @@ impl Guest for GuestService {
             first_ping_uptime_us: first,
             uptime_us: now,
             boot_id: self.boot_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, _req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kib = |key: &str| {
+            meminfo.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        // /proc/stat "cpu" line: user nice system idle iowait irq softirq ... in clock ticks.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(StatsResponse {
+            cpu_busy_ms: busy * 1000 / hz,
+            memory_total_kib: kib("MemTotal:"),
+            memory_available_kib: kib("MemAvailable:"),
+            uptime_us: uptime_us(),
             ..Default::default()
         })
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest};
+use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest, StatsRequest};
 use boxlite_protocol::agent_ttrpc::{ExecutionClient, GuestClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -13,6 +13,15 @@ use crate::runtime::spec::HostToGuestEndpoint;
 
 /// Longest reply to `CONNECT <port>` we read (`OK <u32>\n` fits many times over).
 const MAX_HANDSHAKE_REPLY: usize = 64;
+
+/// What the agent reports of the guest (untrusted: the numbers are the guest's word).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestStats {
+    pub cpu_busy_ms: u64,
+    pub memory_total_kib: u64,
+    pub memory_available_kib: u64,
+    pub uptime_us: u64,
+}
 
 /// A ttrpc connection to one guest agent.
 #[derive(Clone)]
@@ -48,6 +57,16 @@ impl AgentClient {
             .ping(context(timeout), &PingRequest::default())
             .await
             .map_err(|e| e.to_string())
+    }
+
+    pub async fn stats(&self, timeout: Duration) -> Result<GuestStats, String> {
+        let stats = self.guest.stats(context(timeout), &StatsRequest::default()).await.map_err(|e| e.to_string())?;
+        Ok(GuestStats {
+            cpu_busy_ms: stats.cpu_busy_ms,
+            memory_total_kib: stats.memory_total_kib,
+            memory_available_kib: stats.memory_available_kib,
+            uptime_us: stats.uptime_us,
+        })
     }
 
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), String> {

@@ -1,27 +1,30 @@
 //! `LiteBox`: one box of a runtime. Configured at create (every option checked then), running
-//! after `start()` or its first exec, stopped after `stop()`.
+//! after `start()` or its first exec, stopped after `stop()` or when its VM ends.
 //!
-//! (Persistence of box state across runtimes, and images, come with their own issues; for
-//! now a box's root is a disk image the caller passes in.)
+//! Each box's record (`boxes/<id>/config.json`: options, state, why it stopped) is written
+//! atomically at every change, so a new runtime on the same home finds every box as it was.
+//! The box's disk (`disk.qcow2` for an image) lives in the same directory: its state.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::{Error, Result};
-use crate::runtime::exec::{ExecCommand, ExecOutput, Execution};
+use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::home::RuntimeShared;
 use crate::runtime::images::oci::RunConfig;
+use crate::runtime::images::store::write_atomic;
 use crate::runtime::images::{disk, normalize_reference};
 use crate::runtime::spec::DiskFormat;
-use crate::runtime::vm::{RootDisk, Vm, VmOptions, MIN_MEMORY_MIB};
+use crate::runtime::vm::{RootDisk, ShimExit, Vm, VmOptions, MIN_MEMORY_MIB};
 
 /// How long a stopping box's guest gets to sync and power off before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const MAX_NAME_LEN: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoxOptions {
     /// Unique within the runtime: letters, digits, '.', '_' and '-', at most 64 bytes.
     pub name: Option<String>,
@@ -40,24 +43,35 @@ impl Default for BoxOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BoxStatus {
-    Configured = 0,
-    Running = 1,
-    Stopped = 2,
-    Removed = 3,
+    Configured,
+    Running,
+    Stopped,
+    Removed,
 }
 
-impl BoxStatus {
-    fn from_u8(value: u8) -> BoxStatus {
-        match value {
-            1 => BoxStatus::Running,
-            2 => BoxStatus::Stopped,
-            3 => BoxStatus::Removed,
-            _ => BoxStatus::Configured,
-        }
-    }
+/// What `boxes/<id>/config.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BoxRecord {
+    id: String,
+    options: BoxOptions,
+    status: BoxStatus,
+    /// Why the box last stopped, when it was not asked to (e.g. "the shim was killed").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<String>,
+}
+
+const RECORD_FILE: &str = "config.json";
+
+/// Per-box figures (a snapshot).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BoxMetrics {
+    /// Shim spawn to first Ping of the last boot, in milliseconds.
+    pub last_boot_ms: Option<f64>,
+    pub boots: u64,
+    pub exec: ExecMetrics,
 }
 
 /// A box. Cheap to clone; clones are the same box. Send + Sync.
@@ -72,11 +86,23 @@ struct BoxInner {
     dir: PathBuf,
     /// Keeps the runtime's home locked while this box lives.
     runtime: Arc<RuntimeShared>,
-    status: AtomicU8,
+    state: Mutex<BoxState>,
     /// The running VM; the lock also serialises start, stop and remove.
     vm: tokio::sync::Mutex<Option<Arc<Vm>>>,
     /// The image's run settings, once the image was resolved at first start.
     image_config: std::sync::OnceLock<RunConfig>,
+    exec_counters: Arc<ExecCounters>,
+}
+
+struct BoxState {
+    status: BoxStatus,
+    stop_reason: Option<String>,
+    /// Counts boots; a VM's exit only marks the box stopped if no later boot replaced it.
+    boots: u64,
+    last_boot_ms: Option<f64>,
+    /// The task that notices the running VM ending on its own; aborted on explicit stops,
+    /// so that it never outlives the box's handles (it holds the box while it works).
+    exit_watcher: Option<tokio::task::AbortHandle>,
 }
 
 impl LiteBox {
@@ -88,16 +114,87 @@ impl LiteBox {
         let id = random_id();
         let dir = runtime.boxes_dir().join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let lite_box = LiteBox::from_record(runtime, dir.clone(), BoxRecord { id, options, status: BoxStatus::Configured, stop_reason: None });
+        // The record is the box: without it (a crash right here) the directory is swept
+        // away by the next runtime and blocks no name.
+        if let Err(e) = lite_box.persist() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(lite_box)
+    }
+
+    /// Loads a box from its directory. A box that was running when its runtime went away
+    /// is stopped now (its VM died with that runtime), and says so.
+    pub(crate) fn load(runtime: Arc<RuntimeShared>, dir: &Path) -> Result<LiteBox> {
+        let path = dir.join(RECORD_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let mut record: BoxRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::InvalidState { what: format!("box record {}", path.display()), reason: format!("it is corrupt ({e})") })?;
+        if record.id != dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default() {
+            return Err(Error::InvalidState { what: format!("box record {}", path.display()), reason: "its id does not match its directory".into() });
+        }
+        let was_running = record.status == BoxStatus::Running;
+        if was_running {
+            record.status = BoxStatus::Stopped;
+            record.stop_reason = Some("the runtime that ran it exited".into());
+        }
+        let lite_box = LiteBox::from_record(runtime, dir.to_path_buf(), record);
+        if was_running {
+            lite_box.persist()?;
+        }
+        Ok(lite_box)
+    }
+
+    fn from_record(runtime: Arc<RuntimeShared>, dir: PathBuf, record: BoxRecord) -> LiteBox {
         let inner = BoxInner {
-            id,
-            options,
+            id: record.id,
+            options: record.options,
             dir,
             runtime,
-            status: AtomicU8::new(BoxStatus::Configured as u8),
+            state: Mutex::new(BoxState {
+                status: record.status,
+                stop_reason: record.stop_reason,
+                boots: 0,
+                last_boot_ms: None,
+                exit_watcher: None,
+            }),
             vm: tokio::sync::Mutex::new(None),
             image_config: std::sync::OnceLock::new(),
+            exec_counters: Arc::default(),
         };
-        Ok(LiteBox { inner: Arc::new(inner) })
+        LiteBox { inner: Arc::new(inner) }
+    }
+
+    fn persist(&self) -> Result<()> {
+        let (status, stop_reason) = {
+            let state = self.state();
+            (state.status, state.stop_reason.clone())
+        };
+        self.write_record(status, stop_reason)
+    }
+
+    fn write_record(&self, status: BoxStatus, stop_reason: Option<String>) -> Result<()> {
+        if status == BoxStatus::Removed {
+            return Ok(());
+        }
+        let record = BoxRecord { id: self.inner.id.clone(), options: self.inner.options.clone(), status, stop_reason };
+        let bytes = serde_json::to_vec_pretty(&record).expect("a box record always serializes");
+        write_atomic(&self.inner.dir, &self.inner.dir.join(RECORD_FILE), &bytes)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BoxState> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a new status on disk first, then in memory: whoever sees it in memory can
+    /// rely on the record saying the same.
+    fn set_status(&self, status: BoxStatus, stop_reason: Option<String>) -> Result<()> {
+        self.write_record(status, stop_reason.clone())?;
+        let mut state = self.state();
+        state.status = status;
+        state.stop_reason = stop_reason;
+        Ok(())
     }
 
     pub fn id(&self) -> &str {
@@ -108,22 +205,41 @@ impl LiteBox {
         self.inner.options.name.as_deref()
     }
 
+    pub fn options(&self) -> &BoxOptions {
+        &self.inner.options
+    }
+
     /// The (normalised) image reference the box runs, if it runs one.
     pub fn image(&self) -> Option<&str> {
         self.inner.options.image.as_deref()
     }
 
-    /// The box's directory (console.log, shim.log, its sockets while it runs).
-    pub fn dir(&self) -> &std::path::Path {
+    /// The box's directory (config.json, its disk, console.log, shim.log, sockets).
+    pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
 
     pub fn status(&self) -> BoxStatus {
-        BoxStatus::from_u8(self.inner.status.load(Ordering::Acquire))
+        self.state().status
     }
 
-    fn set_status(&self, status: BoxStatus) {
-        self.inner.status.store(status as u8, Ordering::Release);
+    /// Why the box stopped, when it stopped without being asked to.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.state().stop_reason.clone()
+    }
+
+    pub fn metrics(&self) -> BoxMetrics {
+        let state = self.state();
+        BoxMetrics { last_boot_ms: state.last_boot_ms, boots: state.boots, exec: self.inner.exec_counters.snapshot() }
+    }
+
+    /// Guest CPU and memory as the agent reports them (the box must be running).
+    pub async fn guest_stats(&self) -> Result<crate::runtime::agent::GuestStats> {
+        let vm = self.inner.vm.lock().await.clone();
+        match vm {
+            Some(vm) => vm.guest_stats().await,
+            None => Err(Error::InvalidState { what: format!("box {}", self.inner.id), reason: "it is not running".into() }),
+        }
     }
 
     /// Boots the box's VM, if it is not running already.
@@ -137,12 +253,18 @@ impl LiteBox {
         if self.status() == BoxStatus::Removed {
             return Err(self.removed_error("stop"));
         }
+        self.stop_watching();
         if let Some(running) = vm.take() {
             // A VM that already died is stopped all the same.
             let _ = running.shutdown(STOP_GRACE).await;
         }
-        self.set_status(BoxStatus::Stopped);
-        Ok(())
+        self.set_status(BoxStatus::Stopped, None)
+    }
+
+    fn stop_watching(&self) {
+        if let Some(watcher) = self.state().exit_watcher.take() {
+            watcher.abort();
+        }
     }
 
     /// Starts a process in the box, booting it first if needed. The image's Env,
@@ -154,7 +276,7 @@ impl LiteBox {
             Some(config) => with_image_defaults(command, config)?,
             None => command,
         };
-        vm.exec(command).await
+        vm.exec_counted(command, self.inner.exec_counters.clone()).await
     }
 
     /// Runs a process to completion and collects its output.
@@ -171,6 +293,31 @@ impl LiteBox {
         if let Some(running) = vm.as_ref().filter(|v| v.exit_status().is_none()) {
             return Ok(running.clone());
         }
+        let started = Instant::now();
+        let booted = match self.boot().await {
+            Ok(booted) => Arc::new(booted),
+            Err(e) => {
+                self.inner.runtime.counters.boot_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.inner.runtime.counters.boots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let boot = {
+            let mut state = self.state();
+            state.boots += 1;
+            state.last_boot_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+            state.boots
+        };
+        self.set_status(BoxStatus::Running, None)?;
+        let watcher = watch_for_exit(Arc::downgrade(&self.inner), booted.exit_watch(), boot);
+        if let Some(previous) = self.state().exit_watcher.replace(watcher) {
+            previous.abort();
+        }
+        *vm = Some(booted.clone());
+        Ok(booted)
+    }
+
+    async fn boot(&self) -> Result<Vm> {
         let mut options = VmOptions::new(&self.inner.dir);
         options.engine = self.inner.runtime.engine;
         options.vcpus = self.inner.options.vcpus;
@@ -179,10 +326,7 @@ impl LiteBox {
             Some(reference) => Some(self.image_disk(reference).await?),
             None => self.inner.options.root_disk.clone(),
         };
-        let booted = Arc::new(Vm::boot(options).await?);
-        *vm = Some(booted.clone());
-        self.set_status(BoxStatus::Running);
-        Ok(booted)
+        Vm::boot(options).await
     }
 
     /// Resolves the image (lazily, at first start), builds its base disk if needed, and
@@ -206,16 +350,37 @@ impl LiteBox {
                     reason: "it is running; stop it first or remove it with force".into(),
                 });
             }
+            self.stop_watching();
             let _ = running.shutdown(STOP_GRACE).await;
         }
+        self.stop_watching();
         *vm = None;
-        self.set_status(BoxStatus::Removed);
+        self.state().status = BoxStatus::Removed;
         std::fs::remove_dir_all(&self.inner.dir).map_err(|e| Error::io(format!("remove {}", self.inner.dir.display()), e))
     }
 
     fn removed_error(&self, op: &str) -> Error {
         Error::InvalidState { what: format!("box {}", self.inner.id), reason: format!("it was removed; cannot {op} it") }
     }
+}
+
+/// Marks the box stopped (with the reason) when the VM of boot number `boot` ends on its
+/// own, unless the box was stopped, removed or booted again meanwhile.
+fn watch_for_exit(inner: Weak<BoxInner>, mut exit: tokio::sync::watch::Receiver<Option<ShimExit>>, boot: u64) -> tokio::task::AbortHandle {
+    let task = tokio::spawn(async move {
+        let Ok(exited) = exit.wait_for(Option::is_some).await.map(|e| e.clone()) else { return };
+        let Some(inner) = inner.upgrade() else { return };
+        let lite_box = LiteBox { inner };
+        let still_current = {
+            let state = lite_box.state();
+            state.boots == boot && state.status == BoxStatus::Running
+        };
+        if still_current {
+            let reason = exited.map(|e| format!("its VM ended on its own (shim {e})"));
+            let _ = lite_box.set_status(BoxStatus::Stopped, reason);
+        }
+    });
+    task.abort_handle()
 }
 
 fn validate(options: &BoxOptions) -> Result<()> {

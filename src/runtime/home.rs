@@ -10,9 +10,10 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::runtime::boxes::{BoxOptions, LiteBox};
+use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::images::pull::RegistryOptions;
@@ -35,8 +36,28 @@ pub(crate) struct RuntimeShared {
     pub home: PathBuf,
     pub engine: EngineChoice,
     pub images: ImageManager,
+    pub counters: RuntimeCounters,
     /// Held (flock) for as long as anything of this runtime lives.
     _lock: File,
+}
+
+/// Runtime-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct RuntimeCounters {
+    pub boxes_created: AtomicU64,
+    pub boots: AtomicU64,
+    pub boot_failures: AtomicU64,
+}
+
+/// Runtime figures (a snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeMetrics {
+    pub boxes_created: u64,
+    pub boxes_running: u64,
+    pub boots: u64,
+    pub boot_failures: u64,
+    /// Executions started in the boxes this runtime holds.
+    pub executions: u64,
 }
 
 impl RuntimeShared {
@@ -69,10 +90,9 @@ impl BoxliteRuntime {
         }
         let lock = lock_home(&home)?;
         let images = ImageManager::open(&home.join("images"), options.registries)?;
-        Ok(BoxliteRuntime {
-            shared: Arc::new(RuntimeShared { home, engine: options.engine, images, _lock: lock }),
-            boxes: Arc::default(),
-        })
+        let shared = Arc::new(RuntimeShared { home, engine: options.engine, images, counters: RuntimeCounters::default(), _lock: lock });
+        let boxes = load_boxes(&shared)?;
+        Ok(BoxliteRuntime { shared, boxes: Arc::new(RwLock::new(boxes)) })
     }
 
     pub fn home(&self) -> &Path {
@@ -112,6 +132,7 @@ impl BoxliteRuntime {
             }
         }
         let lite_box = LiteBox::create(self.shared.clone(), options)?;
+        self.shared.counters.boxes_created.fetch_add(1, Ordering::Relaxed);
         boxes.insert(lite_box.id().to_string(), lite_box.clone());
         Ok(lite_box)
     }
@@ -126,6 +147,17 @@ impl BoxliteRuntime {
         self.boxes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let boxes = self.list_boxes();
+        RuntimeMetrics {
+            boxes_created: self.shared.counters.boxes_created.load(Ordering::Relaxed),
+            boxes_running: boxes.iter().filter(|b| b.status() == BoxStatus::Running).count() as u64,
+            boots: self.shared.counters.boots.load(Ordering::Relaxed),
+            boot_failures: self.shared.counters.boot_failures.load(Ordering::Relaxed),
+            executions: boxes.iter().map(|b| b.metrics().exec.started).sum(),
+        }
+    }
+
     /// Removes a box: refuses a running one unless `force` (which stops it first), then
     /// deletes its directory.
     pub async fn remove_box(&self, id_or_name: &str, force: bool) -> Result<()> {
@@ -134,6 +166,30 @@ impl BoxliteRuntime {
         self.boxes.write().unwrap_or_else(|e| e.into_inner()).remove(lite_box.id());
         Ok(())
     }
+}
+
+/// The boxes recorded under `boxes/`. A directory without a readable record is what a crash
+/// during create leaves: it is removed, so that it blocks nothing.
+fn load_boxes(shared: &Arc<RuntimeShared>) -> Result<HashMap<String, LiteBox>> {
+    let dir = shared.boxes_dir();
+    let mut boxes = HashMap::new();
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        match LiteBox::load(shared.clone(), &path) {
+            Ok(lite_box) => {
+                boxes.insert(lite_box.id().to_string(), lite_box);
+            }
+            Err(e) => {
+                eprintln!("boxlite: removing {} ({e})", path.display());
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+    Ok(boxes)
 }
 
 fn default_home() -> Result<PathBuf> {

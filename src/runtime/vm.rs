@@ -95,7 +95,7 @@ impl VmOptions {
 }
 
 /// An ext4 image to mount as the box's root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RootDisk {
     pub path: PathBuf,
     pub format: DiskFormat,
@@ -363,6 +363,11 @@ impl Vm {
         self.spec.console_log()
     }
 
+    /// Follows the shim's exit (None until it ends).
+    pub(crate) fn exit_watch(&self) -> watch::Receiver<Option<ShimExit>> {
+        self.exit.clone()
+    }
+
     /// How the shim ended, if it has.
     pub fn exit_status(&self) -> Option<ShimExit> {
         self.exit.borrow().clone()
@@ -380,6 +385,16 @@ impl Vm {
     /// Starts a process in the VM. See [`Execution`] for its streams and status.
     pub async fn exec(&self, command: ExecCommand) -> Result<Execution> {
         Execution::start(self.link.clone(), self.exec_counters.clone(), command).await
+    }
+
+    /// Starts a process, counting it in `counters` (a box's, which outlive its VMs).
+    pub(crate) async fn exec_counted(&self, command: ExecCommand, counters: Arc<ExecCounters>) -> Result<Execution> {
+        Execution::start(self.link.clone(), counters, command).await
+    }
+
+    /// Guest CPU, memory and uptime, as the agent reports them.
+    pub async fn guest_stats(&self) -> Result<crate::runtime::agent::GuestStats> {
+        self.link.call("Stats", self.link.agent.stats(RPC_TIMEOUT)).await
     }
 
     /// Runs a process to completion and collects its output and status.

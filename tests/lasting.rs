@@ -1,0 +1,157 @@
+//! Boxes that last: state survives stop/start and a new runtime on the same home; a killed
+//! shim leaves a stopped box that starts again with its data; a crash during create leaves
+//! nothing that blocks; many boxes of one image run at once; metrics add up.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use boxlite::{BoxOptions, BoxStatus, BoxliteRuntime, EngineChoice, Error, ExecCommand, RuntimeOptions};
+use common::{process_alive, wait_gone, RunDir};
+
+const IMAGE: &str = "localhost/boxlite/busybox:latest";
+
+fn runtime(dir: &RunDir) -> BoxliteRuntime {
+    BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu, ..Default::default() }).unwrap()
+}
+
+fn with_image(dir: &RunDir) -> BoxliteRuntime {
+    let rt = runtime(dir);
+    let layout = boxlite::runtime::helpers::cache_dir().join("test-images/busybox");
+    assert!(layout.join("index.json").is_file(), "run scripts/build-test-images.sh");
+    rt.images().import_layout(&layout, Some("latest"), IMAGE).unwrap();
+    rt
+}
+
+fn sh(script: &str) -> ExecCommand {
+    ExecCommand::new("sh").args(["-c", script])
+}
+
+async fn stdout(lite_box: &boxlite::LiteBox, script: &str) -> String {
+    let out = lite_box.exec_output(sh(script)).await.unwrap();
+    assert!(out.status.success(), "{script}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_and_installed_programs_survive_restarts_and_new_runtimes() {
+    let dir = RunDir::new("last-state");
+    let id = {
+        let rt = with_image(&dir);
+        let worker = rt.create_box(BoxOptions { name: Some("worker".into()), image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+        stdout(&worker, "set -e; echo 'notes from yesterday' > /root/notes.txt; mkdir -p /usr/local/bin; printf '#!/bin/sh\\necho installed $1\\n' > /usr/local/bin/mytool; chmod +x /usr/local/bin/mytool; sync").await;
+        worker.stop().await.unwrap();
+        worker.start().await.unwrap();
+        assert_eq!(stdout(&worker, "cat /root/notes.txt").await, "notes from yesterday\n");
+        worker.stop().await.unwrap();
+        worker.id().to_string()
+    };
+    // A new runtime on the same home finds the box, stopped, and its disk.
+    let rt = runtime(&dir);
+    let worker = rt.get_box("worker").expect("the box is found by name");
+    assert_eq!(worker.id(), id);
+    assert_eq!(worker.status(), BoxStatus::Stopped);
+    assert_eq!(stdout(&worker, "cat /root/notes.txt; mytool ok").await, "notes from yesterday\ninstalled ok\n");
+    assert_eq!(worker.image(), Some(IMAGE));
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shim_fails_the_exec_fast_and_the_box_starts_again_with_its_data() {
+    let dir = RunDir::new("last-kill");
+    let rt = with_image(&dir);
+    let victim = rt.create_box(BoxOptions { name: Some("victim".into()), image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    stdout(&victim, "echo kept > /root/synced; sync").await;
+    let sleeper = victim.exec(ExecCommand::new("sleep").arg("100")).await.unwrap();
+    let shim_pid: u32 = std::fs::read_to_string(victim.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
+    let killed_at = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(1), sleeper.wait()).await.expect("the exec must fail within 1 s").unwrap_err();
+    eprintln!("exec failed after {:?}: {error}", killed_at.elapsed());
+    assert!(matches!(error, Error::ShimExited { .. }), "{error}");
+    assert!(error.to_string().contains("killed by signal 9"), "{error}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while victim.status() != BoxStatus::Stopped && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(victim.status(), BoxStatus::Stopped);
+    assert!(victim.stop_reason().unwrap_or_default().contains("signal 9"), "{:?}", victim.stop_reason());
+    // The record says so too, for the next runtime.
+    let record = std::fs::read_to_string(victim.dir().join("config.json")).unwrap();
+    assert!(record.contains("\"stopped\"") && record.contains("signal 9"), "{record}");
+
+    victim.start().await.unwrap();
+    assert_eq!(stdout(&victim, "cat /root/synced").await, "kept\n");
+    victim.stop().await.unwrap();
+}
+
+#[test]
+fn a_crash_during_create_leaves_nothing_that_blocks() {
+    let dir = RunDir::new("last-crash");
+    {
+        let rt = runtime(&dir);
+        rt.create_box(BoxOptions { name: Some("kept".into()), ..Default::default() }).unwrap();
+    }
+    // What a crash between mkdir and the record leaves: a directory without config.json,
+    // and one with a torn record.
+    let boxes = dir.0.join("home/boxes");
+    std::fs::create_dir_all(boxes.join("0123456789ab")).unwrap();
+    std::fs::create_dir_all(boxes.join("ba9876543210")).unwrap();
+    std::fs::write(boxes.join("ba9876543210/config.json"), b"{\"id\":\"ba98").unwrap();
+    let rt = runtime(&dir);
+    assert!(!boxes.join("0123456789ab").exists() && !boxes.join("ba9876543210").exists(), "half boxes are swept");
+    assert_eq!(rt.list_boxes().len(), 1);
+    assert!(rt.get_box("kept").is_some());
+    rt.create_box(BoxOptions { name: Some("fresh".into()), ..Default::default() }).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_boxes_of_one_image_start_at_once_and_leave_nothing_when_removed() {
+    let dir = RunDir::new("last-ten");
+    let rt = with_image(&dir);
+    let boxes: Vec<_> = (0..10)
+        .map(|n| rt.create_box(BoxOptions { name: Some(format!("b{n}")), image: Some(IMAGE.into()), memory_mib: 128, ..Default::default() }).unwrap())
+        .collect();
+    let started = futures::future::join_all(boxes.iter().map(|b| b.start())).await;
+    for result in started {
+        result.unwrap();
+    }
+    assert_eq!(rt.images().disks_built(), 1);
+    let listed = rt.list_boxes();
+    assert_eq!(listed.len(), 10);
+    assert!(listed.iter().all(|b| b.status() == BoxStatus::Running));
+    let answers = futures::future::join_all(boxes.iter().map(|b| b.exec_output(ExecCommand::new("hostname")))).await;
+    assert!(answers.into_iter().all(|a| a.unwrap().status.success()));
+    let metrics = rt.metrics();
+    assert_eq!((metrics.boxes_created, metrics.boxes_running, metrics.boots, metrics.executions), (10, 10, 10, 10));
+
+    let shim_pids: Vec<u32> = boxes
+        .iter()
+        .map(|b| std::fs::read_to_string(b.dir().join("shim.pid")).unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(shim_pids.iter().all(|&p| process_alive(p)));
+    let dirs: Vec<_> = boxes.iter().map(|b| b.dir().to_path_buf()).collect();
+    for lite_box in &boxes {
+        rt.remove_box(lite_box.id(), true).await.unwrap();
+    }
+    assert!(rt.list_boxes().is_empty());
+    assert!(dirs.iter().all(|d| !d.exists()), "remove left files");
+    assert_eq!(wait_gone(&shim_pids, Duration::from_secs(2)), Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn box_metrics_and_guest_stats() {
+    let dir = RunDir::new("last-metrics");
+    let rt = with_image(&dir);
+    let lite_box = rt.create_box(BoxOptions { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    assert!(lite_box.guest_stats().await.is_err(), "no stats from a box that is not running");
+    stdout(&lite_box, "head -c 1000 /dev/zero").await;
+    let metrics = lite_box.metrics();
+    assert_eq!((metrics.boots, metrics.exec.started), (1, 1));
+    assert!(metrics.exec.bytes_out >= 1000);
+    assert!(metrics.last_boot_ms.unwrap() > 0.0);
+    let stats = lite_box.guest_stats().await.unwrap();
+    assert!(stats.memory_total_kib > 100_000 && stats.memory_total_kib < 300_000, "{stats:?}");
+    assert!(stats.memory_available_kib < stats.memory_total_kib && stats.uptime_us > 0, "{stats:?}");
+    lite_box.stop().await.unwrap();
+}
