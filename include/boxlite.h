@@ -85,6 +85,35 @@ typedef struct boxlite_runtime_options_t boxlite_runtime_options_t;
 typedef struct boxlite_runtime_t boxlite_runtime_t;
 
 /**
+ * A box's state.
+ */
+typedef uint32_t boxlite_box_status_t;
+
+/**
+ * Figures of one box (`boxlite_box_metrics`).
+ */
+typedef struct {
+  /**
+   * Boots of this box by this runtime.
+   */
+  uint64_t boots;
+  /**
+   * Milliseconds from start to agent ready of the last boot (0 before the first).
+   */
+  double last_boot_ms;
+  uint64_t executions_started;
+  /**
+   * Executions the box refused (no such program, directory, user...).
+   */
+  uint64_t executions_failed;
+  /**
+   * Output bytes received and stdin bytes sent.
+   */
+  uint64_t bytes_out;
+  uint64_t bytes_in;
+} boxlite_box_metrics_t;
+
+/**
  * Stable error codes (`boxlite_error_code()`); values never change meaning.
  */
 typedef int32_t boxlite_error_code_t;
@@ -158,6 +187,25 @@ typedef uint32_t boxlite_engine_t;
  * size. Return 0 to go on; non-zero cancels the pull (BOXLITE_ERROR_CANCELLED).
  */
 typedef int32_t (*boxlite_pull_progress_cb)(const char *digest, uint64_t done, uint64_t total, void *user_data);
+
+/**
+ * Runtime-wide figures (`boxlite_runtime_metrics`).
+ */
+typedef struct {
+  uint64_t boxes_created;
+  uint64_t boxes_running;
+  uint64_t boots;
+  uint64_t boot_failures;
+  uint64_t executions;
+} boxlite_runtime_metrics_t;
+
+#define BOXLITE_BOX_CONFIGURED 0
+
+#define BOXLITE_BOX_RUNNING 1
+
+#define BOXLITE_BOX_STOPPED 2
+
+#define BOXLITE_BOX_REMOVED 3
 
 /**
  * An argument is NULL, malformed or out of range.
@@ -411,6 +459,23 @@ boxlite_error_t *boxlite_box_remove(const boxlite_box_t *box, bool force);
  * `box` is NULL or live, and not used afterwards.
  */
 void boxlite_box_free(boxlite_box_t *box);
+
+/**
+ * The box's state (BOXLITE_BOX_*); BOXLITE_BOX_REMOVED for a NULL box. Thread-safe.
+ *
+ * # Safety
+ * `box` is NULL or live.
+ */
+boxlite_box_status_t boxlite_box_status(const boxlite_box_t *box);
+
+/**
+ * Writes the box's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_metrics(boxlite_box_metrics_t *out, const boxlite_box_t *box);
 
 /**
  * The error's code, one of BOXLITE_ERROR_*. Returns BOXLITE_ERROR_INVALID_ARGUMENT for a
@@ -744,6 +809,15 @@ boxlite_error_t *boxlite_runtime_import_image(const boxlite_runtime_t *runtime, 
  * `runtime` is NULL or live; `reference` is NULL or NUL-terminated.
  */
 boxlite_error_t *boxlite_runtime_remove_image(const boxlite_runtime_t *runtime, const char *reference, bool force);
+
+/**
+ * Writes the runtime's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `runtime` is NULL or live.
+ */
+boxlite_error_t *boxlite_runtime_metrics(boxlite_runtime_metrics_t *out, const boxlite_runtime_t *runtime);
 
 #ifdef __cplusplus
 }  // extern "C"

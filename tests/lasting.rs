@@ -155,3 +155,40 @@ async fn box_metrics_and_guest_stats() {
     assert!(stats.memory_available_kib < stats.memory_total_kib && stats.uptime_us > 0, "{stats:?}");
     lite_box.stop().await.unwrap();
 }
+
+#[test]
+fn a_killed_host_process_takes_its_boxes_vms_with_it() {
+    let dir = RunDir::new("last-orphan");
+    drop(with_image(&dir)); // import the image into the home, then let the CLI use it
+    let home = dir.0.join("home");
+    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_boxlite"))
+        .arg("--home")
+        .arg(&home)
+        .args(["--engine", "qemu", "run", "--name", "orphan", "--image", IMAGE, "--", "sleep", "1000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the box's VM to be up (its shim pid file, and the box recorded as running).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shim_pid = loop {
+        assert!(Instant::now() < deadline, "the box never started");
+        let record = std::fs::read_dir(home.join("boxes")).unwrap().flatten().next().map(|e| e.path());
+        if let Some(box_dir) = record {
+            let running = std::fs::read_to_string(box_dir.join("config.json")).unwrap_or_default().contains("\"running\"");
+            if let (true, Ok(pid)) = (running, std::fs::read_to_string(box_dir.join("shim.pid"))) {
+                let vmm: u32 = std::fs::read_to_string(box_dir.join("vmm.pid")).unwrap().trim().parse().unwrap();
+                break vec![pid.trim().parse::<u32>().unwrap(), vmm];
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(shim_pid.iter().all(|&p| process_alive(p)));
+    owner.kill().unwrap(); // SIGKILL: no clean-up code of the owner runs
+    owner.wait().unwrap();
+    assert_eq!(wait_gone(&shim_pid, Duration::from_secs(2)), Vec::<u32>::new(), "the VM outlived its owner");
+    // The next runtime finds the box stopped, with the reason.
+    let rt = runtime(&dir);
+    let orphan = rt.get_box("orphan").unwrap();
+    assert_eq!(orphan.status(), BoxStatus::Stopped);
+    assert!(orphan.stop_reason().unwrap().contains("runtime that ran it exited"));
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::error::boxlite_error_t;
 use super::runtime::boxlite_runtime_t;
 use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg};
-use crate::runtime::boxes::{BoxOptions, LiteBox};
+use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
 use crate::runtime::error::Error;
 use crate::runtime::home::BoxliteRuntime;
 use crate::runtime::spec::DiskFormat;
@@ -254,4 +254,70 @@ pub unsafe extern "C" fn boxlite_box_remove(r#box: *const boxlite_box_t, force: 
 pub unsafe extern "C" fn boxlite_box_free(r#box: *mut boxlite_box_t) {
     // SAFETY: NULL or from Box::into_raw, given up by the caller.
     guard_void(|| unsafe { free_handle(r#box) })
+}
+
+/// A box's state.
+pub type boxlite_box_status_t = u32;
+pub const BOXLITE_BOX_CONFIGURED: boxlite_box_status_t = 0;
+pub const BOXLITE_BOX_RUNNING: boxlite_box_status_t = 1;
+pub const BOXLITE_BOX_STOPPED: boxlite_box_status_t = 2;
+pub const BOXLITE_BOX_REMOVED: boxlite_box_status_t = 3;
+
+/// Figures of one box (`boxlite_box_metrics`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct boxlite_box_metrics_t {
+    /// Boots of this box by this runtime.
+    pub boots: u64,
+    /// Milliseconds from start to agent ready of the last boot (0 before the first).
+    pub last_boot_ms: f64,
+    pub executions_started: u64,
+    /// Executions the box refused (no such program, directory, user...).
+    pub executions_failed: u64,
+    /// Output bytes received and stdin bytes sent.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+/// The box's state (BOXLITE_BOX_*); BOXLITE_BOX_REMOVED for a NULL box. Thread-safe.
+///
+/// # Safety
+/// `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_status(r#box: *const boxlite_box_t) -> boxlite_box_status_t {
+    // SAFETY: NULL or live (caller's contract).
+    guard_value(BOXLITE_BOX_REMOVED, || match unsafe { handle(r#box, "box") } {
+        Ok(b) => match b.lite_box.status() {
+            BoxStatus::Configured => BOXLITE_BOX_CONFIGURED,
+            BoxStatus::Running => BOXLITE_BOX_RUNNING,
+            BoxStatus::Stopped => BOXLITE_BOX_STOPPED,
+            BoxStatus::Removed => BOXLITE_BOX_REMOVED,
+        },
+        Err(_) => BOXLITE_BOX_REMOVED,
+    })
+}
+
+/// Writes the box's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+/// Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_metrics(out: *mut boxlite_box_metrics_t, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let metrics = unsafe { handle(r#box, "box") }?.lite_box.metrics();
+        let c = boxlite_box_metrics_t {
+            boots: metrics.boots,
+            last_boot_ms: metrics.last_boot_ms.unwrap_or(0.0),
+            executions_started: metrics.exec.started,
+            executions_failed: metrics.exec.failed,
+            bytes_out: metrics.exec.bytes_out,
+            bytes_in: metrics.exec.bytes_in,
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = c };
+        Ok(())
+    })
 }

@@ -302,3 +302,38 @@ impl UserData {
 unsafe impl Send for UserData {}
 // SAFETY: as above; the library only passes the pointer back, never dereferences it.
 unsafe impl Sync for UserData {}
+
+/// Runtime-wide figures (`boxlite_runtime_metrics`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct boxlite_runtime_metrics_t {
+    pub boxes_created: u64,
+    pub boxes_running: u64,
+    pub boots: u64,
+    pub boot_failures: u64,
+    pub executions: u64,
+}
+
+/// Writes the runtime's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+/// Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `runtime` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_metrics(out: *mut boxlite_runtime_metrics_t, runtime: *const boxlite_runtime_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let m = unsafe { handle(runtime, "runtime") }?.runtime.metrics();
+        let c = boxlite_runtime_metrics_t {
+            boxes_created: m.boxes_created,
+            boxes_running: m.boxes_running,
+            boots: m.boots,
+            boot_failures: m.boot_failures,
+            executions: m.executions,
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = c };
+        Ok(())
+    })
+}

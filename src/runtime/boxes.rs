@@ -256,7 +256,10 @@ impl LiteBox {
         self.stop_watching();
         if let Some(running) = vm.take() {
             // A VM that already died is stopped all the same.
-            let _ = running.shutdown(STOP_GRACE).await;
+            if let Err(e) = running.shutdown(STOP_GRACE).await {
+                tracing::warn!(box_id = %self.inner.id, "shutdown was not clean: {e}");
+            }
+            tracing::info!(box_id = %self.inner.id, "stopped");
         }
         self.set_status(BoxStatus::Stopped, None)
     }
@@ -298,9 +301,11 @@ impl LiteBox {
             Ok(booted) => Arc::new(booted),
             Err(e) => {
                 self.inner.runtime.counters.boot_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(box_id = %self.inner.id, "start failed: {e}");
                 return Err(e);
             }
         };
+        tracing::info!(box_id = %self.inner.id, engine = %booted.engine(), boot_ms = started.elapsed().as_millis() as u64, "started");
         self.inner.runtime.counters.boots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let boot = {
             let mut state = self.state();
@@ -377,6 +382,7 @@ fn watch_for_exit(inner: Weak<BoxInner>, mut exit: tokio::sync::watch::Receiver<
         };
         if still_current {
             let reason = exited.map(|e| format!("its VM ended on its own (shim {e})"));
+            tracing::warn!(box_id = %lite_box.inner.id, "stopped: {}", reason.as_deref().unwrap_or("its VM ended"));
             let _ = lite_box.set_status(BoxStatus::Stopped, reason);
         }
     });

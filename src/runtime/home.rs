@@ -85,10 +85,11 @@ impl BoxliteRuntime {
             return Err(Error::InvalidOption { field: "home", reason: "the home directory path is empty".into() });
         }
         let home = std::path::absolute(&home).map_err(|e| Error::io(format!("resolve {}", home.display()), e))?;
-        for dir in [home.clone(), home.join("boxes")] {
+        for dir in [home.clone(), home.join("boxes"), home.join("logs")] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let lock = lock_home(&home)?;
+        start_logging(&home);
         let images = ImageManager::open(&home.join("images"), options.registries)?;
         let shared = Arc::new(RuntimeShared { home, engine: options.engine, images, counters: RuntimeCounters::default(), _lock: lock });
         let boxes = load_boxes(&shared)?;
@@ -168,6 +169,14 @@ impl BoxliteRuntime {
     }
 }
 
+/// Sends this process's boxlite logs to `<home>/logs/boxlite.log`, rotated daily, unless
+/// the application installed a tracing subscriber of its own (then they go there).
+fn start_logging(home: &Path) {
+    let appender = tracing_appender::rolling::daily(home.join("logs"), "boxlite.log");
+    let subscriber = tracing_subscriber::fmt().with_writer(appender).with_ansi(false).with_target(false).finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
 /// The boxes recorded under `boxes/`. A directory without a readable record is what a crash
 /// during create leaves: it is removed, so that it blocks nothing.
 fn load_boxes(shared: &Arc<RuntimeShared>) -> Result<HashMap<String, LiteBox>> {
@@ -184,7 +193,7 @@ fn load_boxes(shared: &Arc<RuntimeShared>) -> Result<HashMap<String, LiteBox>> {
                 boxes.insert(lite_box.id().to_string(), lite_box);
             }
             Err(e) => {
-                eprintln!("boxlite: removing {} ({e})", path.display());
+                tracing::warn!(dir = %path.display(), "removing a box directory without a valid record (a crash during create?): {e}");
                 let _ = std::fs::remove_dir_all(&path);
             }
         }

@@ -44,8 +44,19 @@ int main(void) {
     CHECK(stdout_is(output, "busybox\n"));
     boxlite_output_free(output);
 
+    boxlite_box_metrics_t box_metrics;
+    OK(boxlite_box_metrics(&box_metrics, box));
+    CHECK(box_metrics.boots == 1 && box_metrics.executions_started == 2 && box_metrics.bytes_out >= 13);
+    CHECK(box_metrics.last_boot_ms > 0);
+    CHECK(boxlite_box_status(box) == BOXLITE_BOX_RUNNING);
+    boxlite_runtime_metrics_t metrics;
+    OK(boxlite_runtime_metrics(&metrics, runtime));
+    CHECK(metrics.boxes_created == 1 && metrics.boxes_running == 1 && metrics.executions == 2);
+    EXPECT_ERROR(boxlite_box_metrics(NULL, box), BOXLITE_ERROR_INVALID_ARGUMENT);
+
     EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_INVALID_STATE);
     OK(boxlite_box_remove(box, true));
+    CHECK(boxlite_box_status(box) == BOXLITE_BOX_REMOVED);
     OK(boxlite_runtime_remove_image(runtime, name, false));
     EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_NOT_FOUND);
     EXPECT_ERROR(boxlite_runtime_pull_image(runtime, NULL, NULL, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);

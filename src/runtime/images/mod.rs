@@ -70,6 +70,7 @@ impl ImageManager {
         let normalized = normalize_reference(reference)?;
         let pulled = pull::pull(&self.store, &self.registries, &normalized, progress).await?;
         self.pulls.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(image = %normalized, manifest = %pulled.manifest, blobs_fetched = pulled.blobs_fetched, "pulled");
         self.store.tag(&normalized, &pulled.manifest)?;
         self.load(&normalized, &pulled.manifest)
     }
@@ -180,8 +181,9 @@ impl ImageManager {
             .await
             .map_err(|e| Error::io("building the image disk", std::io::Error::other(e.to_string())))??;
         self.disks_built.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(image = %image.reference, disk = %path.display(), entries = report.entries, "built the image's base disk");
         for warning in &report.warnings {
-            eprintln!("boxlite: image {}: {warning}", image.reference);
+            tracing::warn!(image = %image.reference, "{warning}");
         }
         Ok(path)
     }
