@@ -384,6 +384,16 @@ boxlite_error_t *boxlite_box_options_set_memory_mib(boxlite_box_options_t *optio
 boxlite_error_t *boxlite_box_options_set_image(boxlite_box_options_t *options, const char *image);
 
 /**
+ * Keeps the box's VM running after this process exits (`detached` true); the next runtime
+ * on the same home attaches to it. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL
+ * `options`. Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_options_set_detached(boxlite_box_options_t *options, bool detached);
+
+/**
  * Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
  * `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
  * for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.

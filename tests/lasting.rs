@@ -192,3 +192,27 @@ fn a_killed_host_process_takes_its_boxes_vms_with_it() {
     assert_eq!(orphan.status(), BoxStatus::Stopped);
     assert!(orphan.stop_reason().unwrap().contains("runtime that ran it exited"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
+    let dir = RunDir::new("last-detached");
+    let (id, shim_pid) = {
+        let rt = with_image(&dir);
+        let options = BoxOptions { name: Some("daemon".into()), image: Some(IMAGE.into()), detached: true, ..Default::default() };
+        let lite_box = rt.create_box(options).unwrap();
+        stdout(&lite_box, "echo 'still here' > /root/state; sync").await;
+        let pid: u32 = std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
+        (lite_box.id().to_string(), pid)
+    }; // the runtime and every handle are gone
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(process_alive(shim_pid), "a detached VM must outlive its runtime");
+
+    let rt = runtime(&dir);
+    let lite_box = rt.get_box("daemon").unwrap();
+    assert_eq!((lite_box.id(), lite_box.status()), (id.as_str(), BoxStatus::Running));
+    assert_eq!(stdout(&lite_box, "cat /root/state").await, "still here\n", "the next runtime attaches and execs");
+    assert_eq!(std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim(), shim_pid.to_string(), "the same VM, not a new boot");
+    lite_box.stop().await.unwrap();
+    assert_eq!(wait_gone(&[shim_pid], Duration::from_secs(2)), Vec::<u32>::new());
+    assert_eq!(lite_box.status(), BoxStatus::Stopped);
+}

@@ -130,6 +130,23 @@ pub unsafe extern "C" fn boxlite_box_options_set_image(options: *mut boxlite_box
     }
 }
 
+/// Keeps the box's VM running after this process exits (`detached` true); the next runtime
+/// on the same home attaches to it. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL
+/// `options`. Not thread-safe for the same options object.
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_options_set_detached(options: *mut boxlite_box_options_t, detached: bool) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_options(options, |o| {
+            o.detached = detached;
+            Ok(())
+        })
+    }
+}
+
 /// Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
 /// `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
 /// for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.

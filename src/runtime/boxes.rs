@@ -18,7 +18,7 @@ use crate::runtime::images::oci::RunConfig;
 use crate::runtime::images::store::write_atomic;
 use crate::runtime::images::{disk, normalize_reference};
 use crate::runtime::spec::DiskFormat;
-use crate::runtime::vm::{RootDisk, ShimExit, Vm, VmOptions, MIN_MEMORY_MIB};
+use crate::runtime::vm::{AttachInfo, RootDisk, ShimExit, Vm, VmOptions, MIN_MEMORY_MIB};
 
 /// How long a stopping box's guest gets to sync and power off before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -35,11 +35,15 @@ pub struct BoxOptions {
     pub image: Option<String>,
     /// Or a ready ext4 root disk (no image).
     pub root_disk: Option<RootDisk>,
+    /// Keep the box's VM running when this runtime's process goes away; the next runtime on
+    /// the home attaches to it.
+    #[serde(default)]
+    pub detached: bool,
 }
 
 impl Default for BoxOptions {
     fn default() -> Self {
-        BoxOptions { name: None, vcpus: 1, memory_mib: 256, image: None, root_disk: None }
+        BoxOptions { name: None, vcpus: 1, memory_mib: 256, image: None, root_disk: None, detached: false }
     }
 }
 
@@ -64,6 +68,8 @@ struct BoxRecord {
 }
 
 const RECORD_FILE: &str = "config.json";
+/// A detached box's running VM, for the next runtime to attach to.
+const ATTACH_FILE: &str = "vm.json";
 
 /// Per-box figures (a snapshot).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -134,10 +140,17 @@ impl LiteBox {
         if record.id != dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default() {
             return Err(Error::InvalidState { what: format!("box record {}", path.display()), reason: "its id does not match its directory".into() });
         }
-        let was_running = record.status == BoxStatus::Running;
+        // A detached box whose shim still runs stays running: `running_vm` attaches to it.
+        let attachable = record.options.detached && shim_alive(&dir.join(ATTACH_FILE));
+        let was_running = record.status == BoxStatus::Running && !attachable;
         if was_running {
             record.status = BoxStatus::Stopped;
-            record.stop_reason = Some("the runtime that ran it exited".into());
+            record.stop_reason = Some(if record.options.detached {
+                "its detached VM ended while no runtime held it".into()
+            } else {
+                "the runtime that ran it exited".into()
+            });
+            let _ = std::fs::remove_file(dir.join(ATTACH_FILE));
         }
         let lite_box = LiteBox::from_record(runtime, dir.to_path_buf(), record);
         if was_running {
@@ -254,6 +267,11 @@ impl LiteBox {
             return Err(self.removed_error("stop"));
         }
         self.stop_watching();
+        if vm.is_none() && self.status() == BoxStatus::Running {
+            // A detached VM another runtime started: attach, to stop it properly.
+            *vm = self.attach().await;
+        }
+        let _ = std::fs::remove_file(self.inner.dir.join(ATTACH_FILE));
         if let Some(running) = vm.take() {
             // A VM that already died is stopped all the same.
             if let Err(e) = running.shutdown(STOP_GRACE).await {
@@ -296,6 +314,21 @@ impl LiteBox {
         if let Some(running) = vm.as_ref().filter(|v| v.exit_status().is_none()) {
             return Ok(running.clone());
         }
+        if vm.is_none() && self.status() == BoxStatus::Running {
+            if let Some(attached) = self.attach().await {
+                let boot = {
+                    let mut state = self.state();
+                    state.boots += 1;
+                    state.boots
+                };
+                let watcher = watch_for_exit(Arc::downgrade(&self.inner), attached.exit_watch(), boot);
+                if let Some(previous) = self.state().exit_watcher.replace(watcher) {
+                    previous.abort();
+                }
+                *vm = Some(attached.clone());
+                return Ok(attached);
+            }
+        }
         let started = Instant::now();
         let booted = match self.boot().await {
             Ok(booted) => Arc::new(booted),
@@ -313,6 +346,10 @@ impl LiteBox {
             state.last_boot_ms = Some(started.elapsed().as_secs_f64() * 1e3);
             state.boots
         };
+        if self.inner.options.detached {
+            let info = serde_json::to_vec(&booted.attach_info()).expect("attach info always serializes");
+            write_atomic(&self.inner.dir, &self.inner.dir.join(ATTACH_FILE), &info)?;
+        }
         self.set_status(BoxStatus::Running, None)?;
         let watcher = watch_for_exit(Arc::downgrade(&self.inner), booted.exit_watch(), boot);
         if let Some(previous) = self.state().exit_watcher.replace(watcher) {
@@ -327,11 +364,35 @@ impl LiteBox {
         options.engine = self.inner.runtime.engine;
         options.vcpus = self.inner.options.vcpus;
         options.memory_mib = self.inner.options.memory_mib;
+        options.detached = self.inner.options.detached;
         options.root_disk = match &self.inner.options.image {
             Some(reference) => Some(self.image_disk(reference).await?),
             None => self.inner.options.root_disk.clone(),
         };
         Vm::boot(options).await
+    }
+
+    /// Attaches to the detached VM recorded in `vm.json`; `None` (and the box marked
+    /// stopped, with the reason) if that VM is gone or is not the one recorded.
+    async fn attach(&self) -> Option<Arc<Vm>> {
+        let path = self.inner.dir.join(ATTACH_FILE);
+        let info = std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice::<AttachInfo>(&bytes).ok());
+        let result = match info {
+            Some(info) => Vm::attach(info).await,
+            None => Err(Error::NotFound { what: format!("{}", path.display()) }),
+        };
+        match result {
+            Ok(vm) => {
+                tracing::info!(box_id = %self.inner.id, shim_pid = vm.shim_pid(), "attached to the detached VM");
+                Some(Arc::new(vm))
+            }
+            Err(e) => {
+                tracing::warn!(box_id = %self.inner.id, "cannot attach to its detached VM: {e}");
+                let _ = std::fs::remove_file(&path);
+                let _ = self.set_status(BoxStatus::Stopped, Some(format!("its detached VM could not be attached: {e}")));
+                None
+            }
+        }
     }
 
     /// Resolves the image (lazily, at first start), builds its base disk if needed, and
@@ -348,6 +409,9 @@ impl LiteBox {
 
     pub(crate) async fn remove(&self, force: bool) -> Result<()> {
         let mut vm = self.inner.vm.lock().await;
+        if vm.is_none() && self.status() == BoxStatus::Running {
+            *vm = self.attach().await; // a detached VM another runtime started
+        }
         if let Some(running) = vm.as_ref().filter(|v| v.exit_status().is_none()) {
             if !force {
                 return Err(Error::InvalidState {
@@ -462,6 +526,15 @@ fn with_image_defaults(mut command: ExecCommand, config: &RunConfig) -> Result<E
         command.user = Some(config.user.clone());
     }
     Ok(command)
+}
+
+/// Whether the shim recorded in a `vm.json` still runs (its pid is a boxlite-shim).
+fn shim_alive(attach_file: &Path) -> bool {
+    let Some(info) = std::fs::read(attach_file).ok().and_then(|b| serde_json::from_slice::<AttachInfo>(&b).ok()) else {
+        return false;
+    };
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains("boxlite-shim")
 }
 
 fn host_memory_mib() -> Option<u64> {

@@ -6,6 +6,7 @@
 //! non-detached shim then tears its VM down. That is the watchdog pipe; unlike
 //! PR_SET_PDEATHSIG it does not fire when merely the spawning thread exits.
 
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub struct VmOptions {
     pub extra_cmdline: String,
     /// From spawning the shim to the agent's first answer.
     pub boot_timeout: Duration,
-    /// Keep the VM running after this process exits.
+    /// Keep the VM running after this process exits (a later runtime can attach to it).
     pub detached: bool,
 }
 
@@ -115,18 +116,35 @@ pub struct BootTimings {
 /// How the shim ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShimExit {
-    pub status: ExitStatus,
+    /// `None` for a shim this process attached to (not its child: no status to collect).
+    pub status: Option<ExitStatus>,
+}
+
+impl ShimExit {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
 }
 
 impl std::fmt::Display for ShimExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::os::unix::process::ExitStatusExt;
-        match (self.status.code(), self.status.signal()) {
-            (Some(code), _) => write!(f, "exit code {code}"),
-            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
-            _ => write!(f, "{}", self.status),
+        match self.status.map(|s| (s, s.code(), s.signal())) {
+            Some((_, Some(code), _)) => write!(f, "exit code {code}"),
+            Some((_, None, Some(signal))) => write!(f, "killed by signal {signal}"),
+            Some((status, _, _)) => write!(f, "{status}"),
+            None => write!(f, "exited (an attached shim: its status is its parent's to collect)"),
         }
     }
+}
+
+/// What a detached VM's box keeps (`vm.json`) so that a later runtime can attach to it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AttachInfo {
+    pub spec: VmSpec,
+    pub shim_pid: u32,
+    pub vmm_pid: u32,
+    pub boot_id: String,
 }
 
 /// A running VM and its agent connection. A non-detached VM is killed once the `Vm` and
@@ -319,6 +337,46 @@ impl Vm {
         })
     }
 
+    /// Reconnects to a detached VM that another runtime booted: checks that its shim still
+    /// runs, follows it through a pidfd, and pings its agent, which must answer with the
+    /// boot id recorded at boot (the socket could otherwise lead to another VM).
+    pub async fn attach(info: AttachInfo) -> Result<Vm> {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("boxlite-shim") {
+            return Err(Error::NotFound { what: format!("the shim (pid {}) of the detached VM", info.shim_pid) });
+        }
+        let (exit, kill) = supervise_attached(info.shim_pid)?;
+        let endpoint = info.spec.host_to_guest(AGENT_VSOCK_PORT);
+        let agent = AgentClient::connect(&endpoint, RPC_TIMEOUT).await.map_err(|cause| Error::Agent { rpc: "connect", cause })?;
+        let first_ping = agent.ping(RPC_TIMEOUT).await.map_err(|cause| Error::Agent { rpc: "Ping", cause })?;
+        if first_ping.boot_id != info.boot_id {
+            return Err(Error::InvalidState {
+                what: format!("the VM behind {}", endpoint.socket.display()),
+                reason: "it answered with another boot id: it is not the VM this box started".into(),
+            });
+        }
+        let spec = Arc::new(info.spec);
+        let lifeline = Arc::new(Lifeline { kill: kill.clone(), detached: true, _watchdog: None });
+        let link = Link { agent, exit: exit.clone(), spec: spec.clone(), _lifeline: lifeline };
+        Ok(Vm {
+            spec,
+            shim_pid: info.shim_pid,
+            vmm_pid: info.vmm_pid,
+            helper_pids: Vec::new(),
+            link,
+            first_ping,
+            timings: BootTimings { vm_running: Duration::ZERO, first_ping: Duration::ZERO },
+            exec_counters: Arc::default(),
+            exit,
+            kill,
+        })
+    }
+
+    /// What a later runtime needs to attach to this VM.
+    pub fn attach_info(&self) -> AttachInfo {
+        AttachInfo { spec: (*self.spec).clone(), shim_pid: self.shim_pid, vmm_pid: self.vmm_pid, boot_id: self.first_ping.boot_id.clone() }
+    }
+
     pub fn spec(&self) -> &VmSpec {
         &self.spec
     }
@@ -470,9 +528,39 @@ fn supervise(mut child: Child, spec: VmSpec) -> (watch::Receiver<Option<ShimExit
         if !spec.detached {
             spec::remove_socket_files(&spec);
         }
-        let _ = exit_tx.send(Some(ShimExit { status }));
+        let _ = exit_tx.send(Some(ShimExit { status: Some(status) }));
     });
     (exit_rx, kill_tx)
+}
+
+/// Follows a shim that is not our child (a detached VM another runtime started) through a
+/// pidfd: publishes its end, kills it on request.
+fn supervise_attached(pid: u32) -> Result<(watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>)> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw < 0 {
+        return Err(Error::io(format!("pidfd_open({pid})"), std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) };
+    // SAFETY: the OwnedFd moves into the AsyncFd and stays open until it is dropped.
+    let pidfd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::io(format!("watching shim {pid}"), std::io::Error::other(e.to_string())))?;
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = pidfd.readable() => break,
+                Some(()) = kill_rx.recv() => {
+                    // SAFETY: pidfd_send_signal on our pidfd: it cannot reach a reused pid.
+                    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.get_ref().as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+                }
+            }
+        }
+        let _ = exit_tx.send(Some(ShimExit { status: None }));
+    });
+    Ok((exit_rx, kill_tx))
 }
 
 async fn wait_exit(exit: &watch::Receiver<Option<ShimExit>>, timeout: Duration) -> Option<ShimExit> {

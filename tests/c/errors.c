@@ -58,6 +58,8 @@ int main(void) {
     OK(boxlite_box_options_set_memory_mib(options, 256));
     OK(boxlite_box_options_set_root_disk(options, "/no/such/disk.ext4", true));
     EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(boxlite_box_options_set_detached(NULL, true), BOXLITE_ERROR_INVALID_ARGUMENT);
+    OK(boxlite_box_options_set_detached(options, false));
     OK(boxlite_box_options_set_name(options, "bad name!"));
     EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
     CHECK(box == NULL);
