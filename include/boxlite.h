@@ -114,6 +114,19 @@ typedef struct {
 } boxlite_box_metrics_t;
 
 /**
+ * What the guest reports of itself (`boxlite_box_guest_stats`); the guest's word, untrusted.
+ */
+typedef struct {
+  /**
+   * Busy CPU time of all vCPUs since boot, in milliseconds.
+   */
+  uint64_t cpu_busy_ms;
+  uint64_t memory_total_kib;
+  uint64_t memory_available_kib;
+  uint64_t uptime_us;
+} boxlite_guest_stats_t;
+
+/**
  * Stable error codes (`boxlite_error_code()`); values never change meaning.
  */
 typedef int32_t boxlite_error_code_t;
@@ -394,6 +407,17 @@ boxlite_error_t *boxlite_box_options_set_image(boxlite_box_options_t *options, c
 boxlite_error_t *boxlite_box_options_set_detached(boxlite_box_options_t *options, bool detached);
 
 /**
+ * Sets the size of an image box's disk in GiB (1 to 4096; at least the image's base size,
+ * checked at first start; the guest grows its root file system to fill it). Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for a NULL `options` (the range is checked at create).
+ * Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_options_set_disk_size_gib(boxlite_box_options_t *options, uint32_t gib);
+
+/**
  * Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
  * `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
  * for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.
@@ -486,6 +510,16 @@ boxlite_box_status_t boxlite_box_status(const boxlite_box_t *box);
  * `out` is NULL or valid for writing; `box` is NULL or live.
  */
 boxlite_error_t *boxlite_box_metrics(boxlite_box_metrics_t *out, const boxlite_box_t *box);
+
+/**
+ * Asks the running box's agent for its CPU time, memory and uptime. Blocks (briefly).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_INVALID_STATE (not running),
+ * BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_guest_stats(boxlite_guest_stats_t *out, const boxlite_box_t *box);
 
 /**
  * The error's code, one of BOXLITE_ERROR_*. Returns BOXLITE_ERROR_INVALID_ARGUMENT for a

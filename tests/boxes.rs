@@ -37,6 +37,9 @@ fn every_bad_option_fails_at_create_with_its_own_error_and_leaves_nothing() {
         (BoxOptions { memory_mib: u32::MAX, ..Default::default() }, "memory_mib"),
         (named("taken"), "name"),
         (named("no spaces allowed"), "name"),
+        (BoxOptions { image: Some("Not A/Reference!".into()), ..Default::default() }, "image"),
+        (BoxOptions { image: Some("localhost/x".into()), disk_size_gib: Some(0), ..Default::default() }, "disk_size_gib"),
+        (BoxOptions { image: Some("localhost/x".into()), disk_size_gib: Some(100_000), ..Default::default() }, "disk_size_gib"),
     ];
     let boxes_before = std::fs::read_dir(dir.0.join("home/boxes")).unwrap().count();
     for (options, field) in cases {

@@ -216,3 +216,21 @@ async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
     assert_eq!(wait_gone(&[shim_pid], Duration::from_secs(2)), Vec::<u32>::new());
     assert_eq!(lite_box.status(), BoxStatus::Stopped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bigger_disk_is_a_bigger_root_file_system() {
+    let dir = RunDir::new("last-disk");
+    let rt = with_image(&dir);
+    let small = rt.create_box(BoxOptions { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    let big = rt.create_box(BoxOptions { image: Some(IMAGE.into()), disk_size_gib: Some(8), ..Default::default() }).unwrap();
+    let size_kib = |out: String| -> u64 { out.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap() };
+    let small_kib = size_kib(stdout(&small, "df -k /").await);
+    let big_kib = size_kib(stdout(&big, "df -k /").await);
+    assert!(small_kib < 4 << 20, "the base size is content + 2 GiB: {small_kib} KiB");
+    assert!(big_kib > 7 << 20, "asked for 8 GiB, got {big_kib} KiB");
+    let too_small = rt.create_box(BoxOptions { image: Some(IMAGE.into()), disk_size_gib: Some(1), ..Default::default() }).unwrap();
+    let error = too_small.start().await.unwrap_err();
+    assert!(matches!(error, Error::InvalidOption { field: "disk_size_gib", .. }), "{error}");
+    small.stop().await.unwrap();
+    big.stop().await.unwrap();
+}

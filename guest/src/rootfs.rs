@@ -54,6 +54,9 @@ impl Root {
                 log!("mount {source} on {}: {e}", target.display());
             }
         }
+        if !read_only {
+            grow_to_device(&device);
+        }
         log!("root: {device} ({}) on {ROOT_MOUNT_POINT}", if read_only { "read-only" } else { "read-write" });
         Root::open(Path::new(ROOT_MOUNT_POINT))
     }
@@ -96,6 +99,38 @@ impl Root {
         }
         // SAFETY: openat2 returned a new descriptor that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+}
+
+/// Grows the mounted root file system to fill its device (online ext4 resize): a box whose
+/// disk was made larger than its image's gets the room. Nothing happens when it already fits.
+fn grow_to_device(device: &str) {
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+    let result = (|| -> Result<Option<u64>, String> {
+        let dev = std::fs::File::open(device).map_err(|e| format!("open {device}: {e}"))?;
+        let mut bytes: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 into the variable we own.
+        if unsafe { libc::ioctl(dev.as_raw_fd(), BLKGETSIZE64, &mut bytes) } != 0 {
+            return Err(format!("size of {device}: {}", io::Error::last_os_error()));
+        }
+        let root = std::fs::File::open(ROOT_MOUNT_POINT).map_err(|e| format!("open {ROOT_MOUNT_POINT}: {e}"))?;
+        let stat = nix::sys::statfs::fstatfs(&root).map_err(|e| format!("statfs {ROOT_MOUNT_POINT}: {e}"))?;
+        let block = stat.block_size() as u64;
+        let (current, wanted) = (stat.blocks(), bytes / block.max(1));
+        if wanted <= current {
+            return Ok(None);
+        }
+        // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count) from the variable.
+        if unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_RESIZE_FS, &wanted) } != 0 {
+            return Err(format!("resize to {wanted} blocks: {}", io::Error::last_os_error()));
+        }
+        Ok(Some(wanted * block))
+    })();
+    match result {
+        Ok(Some(size)) => log!("root file system grown to {} MiB", size >> 20),
+        Ok(None) => {}
+        Err(e) => log!("root file system not grown: {e}"),
     }
 }
 

@@ -147,6 +147,24 @@ pub unsafe extern "C" fn boxlite_box_options_set_detached(options: *mut boxlite_
     }
 }
 
+/// Sets the size of an image box's disk in GiB (1 to 4096; at least the image's base size,
+/// checked at first start; the guest grows its root file system to fill it). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for a NULL `options` (the range is checked at create).
+/// Not thread-safe for the same options object.
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_options_set_disk_size_gib(options: *mut boxlite_box_options_t, gib: u32) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_options(options, |o| {
+            o.disk_size_gib = Some(gib);
+            Ok(())
+        })
+    }
+}
+
 /// Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
 /// `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
 /// for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.
@@ -332,6 +350,42 @@ pub unsafe extern "C" fn boxlite_box_metrics(out: *mut boxlite_box_metrics_t, r#
             executions_failed: metrics.exec.failed,
             bytes_out: metrics.exec.bytes_out,
             bytes_in: metrics.exec.bytes_in,
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = c };
+        Ok(())
+    })
+}
+
+/// What the guest reports of itself (`boxlite_box_guest_stats`); the guest's word, untrusted.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct boxlite_guest_stats_t {
+    /// Busy CPU time of all vCPUs since boot, in milliseconds.
+    pub cpu_busy_ms: u64,
+    pub memory_total_kib: u64,
+    pub memory_available_kib: u64,
+    pub uptime_us: u64,
+}
+
+/// Asks the running box's agent for its CPU time, memory and uptime. Blocks (briefly).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_INVALID_STATE (not running),
+/// BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_guest_stats(out: *mut boxlite_guest_stats_t, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let lite_box = unsafe { handle(r#box, "box") }?.lite_box.clone();
+        let stats = block_on(lite_box.guest_stats())?;
+        let c = boxlite_guest_stats_t {
+            cpu_busy_ms: stats.cpu_busy_ms,
+            memory_total_kib: stats.memory_total_kib,
+            memory_available_kib: stats.memory_available_kib,
+            uptime_us: stats.uptime_us,
         };
         // SAFETY: checked non-NULL above.
         unsafe { *out = c };

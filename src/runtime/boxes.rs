@@ -23,6 +23,7 @@ use crate::runtime::vm::{AttachInfo, RootDisk, ShimExit, Vm, VmOptions, MIN_MEMO
 /// How long a stopping box's guest gets to sync and power off before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const MAX_NAME_LEN: usize = 64;
+const MAX_DISK_GIB: u32 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoxOptions {
@@ -39,11 +40,16 @@ pub struct BoxOptions {
     /// the home attaches to it.
     #[serde(default)]
     pub detached: bool,
+    /// The size of an image box's disk (its root file system) in GiB; `None` gives the
+    /// image's base size (its content plus 2 GiB). At least the base size (checked at first
+    /// start, when the image is known), at most 4096.
+    #[serde(default)]
+    pub disk_size_gib: Option<u32>,
 }
 
 impl Default for BoxOptions {
     fn default() -> Self {
-        BoxOptions { name: None, vcpus: 1, memory_mib: 256, image: None, root_disk: None, detached: false }
+        BoxOptions { name: None, vcpus: 1, memory_mib: 256, image: None, root_disk: None, detached: false, disk_size_gib: None }
     }
 }
 
@@ -402,7 +408,8 @@ impl LiteBox {
         let image = images.ensure(reference).await?;
         let base = images.base_disk(&image).await?;
         let overlay = self.inner.dir.join("disk.qcow2");
-        disk::overlay(&base, &overlay)?;
+        let size = self.inner.options.disk_size_gib.map(|gib| u64::from(gib) << 30);
+        disk::overlay(&base, &overlay, size)?;
         let _ = self.inner.image_config.set(image.config);
         Ok(RootDisk { path: overlay, format: DiskFormat::Qcow2, read_only: false })
     }
@@ -481,6 +488,14 @@ fn validate(options: &BoxOptions) -> Result<()> {
                 field: "name",
                 reason: format!("{name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-'"),
             });
+        }
+    }
+    if let Some(gib) = options.disk_size_gib {
+        if gib == 0 || gib > MAX_DISK_GIB {
+            return Err(Error::InvalidOption { field: "disk_size_gib", reason: format!("{gib} GiB asked for; use 1 to {MAX_DISK_GIB}") });
+        }
+        if options.image.is_none() {
+            return Err(Error::InvalidOption { field: "disk_size_gib", reason: "only a box made from an image gets a disk of its own".into() });
         }
     }
     if options.image.is_some() && options.root_disk.is_some() {

@@ -34,6 +34,9 @@ int main(void) {
     OK(boxlite_box_options_set_image(options, "Not A Reference!"));
     EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
     OK(boxlite_box_options_set_image(options, name));
+    OK(boxlite_box_options_set_disk_size_gib(options, 0));
+    EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
+    OK(boxlite_box_options_set_disk_size_gib(options, 4));
     OK(boxlite_box_create(&box, runtime, options));
     boxlite_box_options_free(options);
 
@@ -53,6 +56,9 @@ int main(void) {
     OK(boxlite_runtime_metrics(&metrics, runtime));
     CHECK(metrics.boxes_created == 1 && metrics.boxes_running == 1 && metrics.executions == 2);
     EXPECT_ERROR(boxlite_box_metrics(NULL, box), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_guest_stats_t guest;
+    OK(boxlite_box_guest_stats(&guest, box));
+    CHECK(guest.memory_total_kib > 100000 && guest.memory_available_kib < guest.memory_total_kib && guest.uptime_us > 0);
 
     EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_INVALID_STATE);
     OK(boxlite_box_remove(box, true));

@@ -86,16 +86,26 @@ fn content_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Creates a box's writable disk: a qcow2 overlay whose backing file is the image's base.
-pub fn overlay(base: &Path, dest: &Path) -> Result<()> {
+/// Creates a box's writable disk: a qcow2 overlay whose backing file is the image's base,
+/// `size` bytes large if given (the guest grows its file system to fill it).
+pub fn overlay(base: &Path, dest: &Path, size: Option<u64>) -> Result<()> {
     if dest.is_file() {
         return Ok(());
     }
+    let base_size = std::fs::metadata(base).map_err(|e| Error::io(format!("stat {}", base.display()), e))?.len();
+    if let Some(size) = size.filter(|&s| s < base_size) {
+        return Err(Error::InvalidOption {
+            field: "disk_size_gib",
+            reason: format!("{} GiB is smaller than the image's disk ({:.1} GiB)", size >> 30, base_size as f64 / (1u64 << 30) as f64),
+        });
+    }
     let tmp = dest.with_extension("qcow2.tmp");
-    let output = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(base)
-        .arg(&tmp)
+    let mut command = Command::new("qemu-img");
+    command.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(base).arg(&tmp);
+    if let Some(size) = size {
+        command.arg(size.to_string());
+    }
+    let output = command
         .output()
         .map_err(|e| Error::io("run qemu-img (install qemu-utils)", e))?;
     if !output.status.success() {
