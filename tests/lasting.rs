@@ -40,8 +40,8 @@ async fn files_and_installed_programs_survive_restarts_and_new_runtimes() {
         let rt = with_image(&dir);
         let worker = rt.create_box(BoxOptions { name: Some("worker".into()), image: Some(IMAGE.into()), ..Default::default() }).unwrap();
         stdout(&worker, "set -e; echo 'notes from yesterday' > /root/notes.txt; mkdir -p /usr/local/bin; printf '#!/bin/sh\\necho installed $1\\n' > /usr/local/bin/mytool; chmod +x /usr/local/bin/mytool; sync").await;
-        worker.stop().await.unwrap();
-        worker.start().await.unwrap();
+        worker.restart().await.unwrap();
+        assert_eq!(worker.metrics().boots, 2);
         assert_eq!(stdout(&worker, "cat /root/notes.txt").await, "notes from yesterday\n");
         worker.stop().await.unwrap();
         worker.id().to_string()

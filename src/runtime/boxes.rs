@@ -288,6 +288,12 @@ impl LiteBox {
         self.set_status(BoxStatus::Stopped, None)
     }
 
+    /// Stops the box and starts it again (its disk, and so its state, kept).
+    pub async fn restart(&self) -> Result<()> {
+        self.stop().await?;
+        self.start().await
+    }
+
     fn stop_watching(&self) {
         if let Some(watcher) = self.state().exit_watcher.take() {
             watcher.abort();
