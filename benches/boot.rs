@@ -4,7 +4,8 @@
 //!   - shim spawn -> guest kernel clock start (first Ping minus the guest's uptime then),
 //!   - shim spawn -> first successful Ping,
 //!   - the guest's own uptime at that Ping,
-//! and the resident memory (RSS) of the shim, the VMM and helpers after 1 s idle.
+//!   - and the resident memory (RSS) of the shim, the VMM and helpers after 1 s idle.
+//!
 //! Printed as a table and as one JSON line. Run it with scripts/bench.sh.
 
 use std::time::Duration;
@@ -86,7 +87,8 @@ fn main() {
         }
     }
 
-    let metrics: [(&str, fn(&Samples) -> &Vec<f64>); 7] = [
+    type Metric = (&'static str, fn(&Samples) -> &Vec<f64>);
+    let metrics: [Metric; 7] = [
         ("spawn -> VM running (ms)", |s| &s.vm_running_ms),
         ("spawn -> guest clock (ms)", |s| &s.guest_clock_start_ms),
         ("spawn -> first Ping (ms)", |s| &s.first_ping_ms),

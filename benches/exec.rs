@@ -3,6 +3,7 @@
 //!     BOXLITE_BENCH_EXEC_RUNS runs (default 200), beside a local fork+exec of `true`;
 //!   - stdout throughput guest -> host (`dd if=/dev/zero bs=1000000`, BOXLITE_BENCH_BYTES,
 //!     default 200 MB), beside a local pipe (`head -c 1G /dev/zero | cat > /dev/null`).
+//!
 //! Ratios are printed side by side, then everything as one JSON line. Run it with
 //! scripts/bench.sh.
 
