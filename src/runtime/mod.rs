@@ -1,5 +1,6 @@
-//! The Rust core of boxlite. For now: booting a VM from a spec under either engine,
-//! talking to its agent, and running processes in it. Boxes, images and the runtime home build on this.
+//! The Rust core of boxlite: engines and VM specs, booting and holding VMs (`vm`), the
+//! guest protocol's host side (`agent`, `exec`), the runtime home and its boxes (`home`,
+//! `boxes`), and OCI images (`images`).
 
 pub mod agent;
 pub mod boxes;
