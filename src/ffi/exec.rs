@@ -439,7 +439,8 @@ pub unsafe extern "C" fn boxlite_execution_close_stdin(execution: *const boxlite
 
 /// Blocks until the execution is over (its output delivered, `on_exit` called) and writes
 /// its status to `*out_status`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, or the error that
-/// ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be called again.
+/// ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be called again;
+/// must not be called from this execution's own callbacks (it would wait for itself).
 ///
 /// # Safety
 /// `out_status` is NULL or valid for writing; `execution` is NULL or live.
