@@ -38,6 +38,38 @@ pub struct VmSpec {
     pub vhost_vsock: Option<PathBuf>,
     /// Keep running when the library's process goes away (stdin closing is then no signal).
     pub detached: bool,
+    /// Which of the shim's protections are on (all, unless turned off for debugging).
+    #[serde(default)]
+    pub jail: JailOptions,
+}
+
+/// The shim's protections (docs/jailer.md). All on by default; each can be turned off only
+/// explicitly, and the shim logs and records (`protections.json`) what it applied.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JailOptions {
+    /// A cgroup per VM (v1 or v2): memory = guest + VMM overhead, pids, cpu quota.
+    pub cgroups: bool,
+    /// No core dumps, a bounded number of open files.
+    pub rlimits: bool,
+    /// PR_SET_NO_NEW_PRIVS: no exec can gain privileges (also required by seccomp).
+    pub no_new_privs: bool,
+}
+
+impl Default for JailOptions {
+    fn default() -> Self {
+        JailOptions { cgroups: true, rlimits: true, no_new_privs: true }
+    }
+}
+
+/// What the shim applied, written to `protections.json` in the run directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Protections {
+    /// The cgroup directories the shim put itself (and so its children) in.
+    pub cgroups: Vec<PathBuf>,
+    pub rlimits: bool,
+    pub no_new_privs: bool,
+    pub environment_cleared: bool,
+    pub inherited_fds_closed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,6 +108,10 @@ impl VmSpec {
 
     pub fn shim_pid_file(&self) -> PathBuf {
         self.run_dir.join("shim.pid")
+    }
+
+    pub fn protections_file(&self) -> PathBuf {
+        self.run_dir.join("protections.json")
     }
 
     /// The vhost-user control socket between qemu and vhost-device-vsock.

@@ -24,12 +24,14 @@ use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization}
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::helpers;
-use crate::runtime::spec::{self, DiskFormat, DiskSpec, ShimEvent, VmSpec};
+use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections, ShimEvent, VmSpec};
 
 /// Longest status line the shim may print; a longer one is an error, not an allocation.
 const MAX_SHIM_LINE: usize = 64 * 1024;
 /// Lines of console.log / shim.log quoted in errors.
 const LOG_TAIL_LINES: usize = 20;
+/// How long a failed agent call waits for the shim's exit before blaming the agent.
+const SHIM_EXIT_SETTLE: Duration = Duration::from_millis(300);
 /// Deadline of an ordinary agent call.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_MEMORY_MIB: u32 = 64;
@@ -55,6 +57,8 @@ pub struct VmOptions {
     pub boot_timeout: Duration,
     /// Keep the VM running after this process exits (a later runtime can attach to it).
     pub detached: bool,
+    /// The shim's protections; all on unless turned off (for debugging only).
+    pub jail: JailOptions,
 }
 
 impl VmOptions {
@@ -71,6 +75,7 @@ impl VmOptions {
             extra_cmdline: String::new(),
             boot_timeout: Duration::from_secs(30),
             detached: false,
+            jail: JailOptions::default(),
         }
     }
 
@@ -206,15 +211,21 @@ impl Link {
             return Err(shim_exited_error(&self.spec, &e));
         }
         let mut exit = self.exit.clone();
-        tokio::select! {
-            result = call => result.map_err(|cause| match self.exit_status() {
-                Some(e) => shim_exited_error(&self.spec, &e),
-                None => Error::Agent { rpc, cause: cause.to_string() },
-            }),
+        let failed = tokio::select! {
+            result = call => match result {
+                Ok(value) => return Ok(value),
+                Err(cause) => cause.to_string(),
+            },
             Ok(e) = exit.wait_for(Option::is_some) => {
                 let e = e.clone().expect("waited for Some");
-                Err(shim_exited_error(&self.spec, &e))
+                return Err(shim_exited_error(&self.spec, &e));
             }
+        };
+        // The connection usually breaks a moment before the shim's exit is reaped and
+        // published: a call that fails because the VM is dying reports the VM's death.
+        match wait_exit(&self.exit, SHIM_EXIT_SETTLE).await {
+            Some(e) => Err(shim_exited_error(&self.spec, &e)),
+            None => Err(Error::Agent { rpc, cause: failed }),
         }
     }
 }
@@ -227,6 +238,9 @@ impl Vm {
         let host = HostVirtualization::detect();
         let engine = choice.resolve(&host)?;
         let spec = build_spec(&options, engine, host.hardware_kvm())?;
+        if spec.jail != JailOptions::default() {
+            tracing::warn!(run_dir = %spec.run_dir.display(), jail = ?spec.jail, "booting with protections turned off (debugging only)");
+        }
         Self::boot_spec(spec, options.shim.as_deref(), options.boot_timeout).await
     }
 
@@ -528,6 +542,7 @@ fn supervise(mut child: Child, spec: VmSpec) -> (watch::Receiver<Option<ShimExit
         if !spec.detached {
             spec::remove_socket_files(&spec);
         }
+        remove_cgroups(&spec);
         let _ = exit_tx.send(Some(ShimExit { status: Some(status) }));
     });
     (exit_rx, kill_tx)
@@ -561,6 +576,19 @@ fn supervise_attached(pid: u32) -> Result<(watch::Receiver<Option<ShimExit>>, mp
         let _ = exit_tx.send(Some(ShimExit { status: None }));
     });
     Ok((exit_rx, kill_tx))
+}
+
+/// Removes the (now empty) cgroups the shim recorded. Only directories under a cgroup
+/// mount's `boxlite/` are touched: the record is the shim's word.
+fn remove_cgroups(spec: &VmSpec) {
+    let Ok(bytes) = std::fs::read(spec.protections_file()) else { return };
+    let Ok(protections) = serde_json::from_slice::<Protections>(&bytes) else { return };
+    for dir in protections.cgroups {
+        let inside = dir.starts_with("/sys/fs/cgroup") && dir.components().any(|c| c.as_os_str() == "boxlite");
+        if inside && !dir.components().any(|c| c == std::path::Component::ParentDir) {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
 }
 
 async fn wait_exit(exit: &watch::Receiver<Option<ShimExit>>, timeout: Duration) -> Option<ShimExit> {
@@ -621,6 +649,7 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         qemu,
         vhost_vsock,
         detached: options.detached,
+        jail: options.jail,
     })
 }
 

@@ -8,6 +8,7 @@
 
 mod engine_krun;
 mod engine_qemu;
+mod jail;
 mod watchdog;
 
 use std::io::{BufRead, Read, Write};
@@ -24,6 +25,9 @@ fn main() {
         fail(format!("write {}: {e}", spec.shim_pid_file().display()));
     }
     eprintln!("boxlite-shim: pid {} running {} VM ({} vCPU, {} MiB)", std::process::id(), spec.engine, spec.vcpus, spec.memory_mib);
+    if let Err(message) = jail::apply(&spec) {
+        fail(format!("cannot jail the shim: {message}"));
+    }
     let result = match spec.engine {
         EngineKind::Qemu => engine_qemu::run(&spec),
         EngineKind::Krun => engine_krun::run(&spec),

@@ -82,6 +82,7 @@ mod tests {
             qemu: None,
             vhost_vsock: None,
             detached: false,
+            jail: Default::default(),
         }
     }
 
