@@ -38,6 +38,7 @@ async fn the_vm_processes_run_in_their_cgroup_with_limits_and_no_new_privs() {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         assert!(cgroups.lines().filter(|l| l.ends_with(&leaf)).count() >= 1, "pid {pid} not in {leaf}:\n{cgroups}");
     }
+    assert_eq!(status_field(vm.vmm_pid(), "Seccomp:"), "2", "qemu runs under its -sandbox seccomp filter");
     let qemu_environ = std::fs::read(format!("/proc/{}/environ", vm.vmm_pid())).unwrap();
     assert!(qemu_environ.is_empty(), "the VMM inherits no environment");
 

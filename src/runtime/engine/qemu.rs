@@ -24,6 +24,9 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     let memory = format!("{}M", spec.memory_mib);
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // qemu's own seccomp filter: no obsolete syscalls, no privilege changes, no fork/exec,
+    // no resource-control calls (qemu needs none of them to run a microvm).
+    push(&["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
     // microvm: virtio-mmio only, no PCI, no firmware tables to build. vhost-user needs the
     // guest RAM in a shared memfd, else the backend cannot reach the rings and vsock is dead.
     push(&["-M", "microvm,acpi=off,memory-backend=mem"]);
@@ -101,6 +104,7 @@ mod tests {
         assert!(line.contains("-append quiet console=ttyS0"), "{line}");
         assert!(line.contains("file=/b/root.qcow2,format=qcow2"), "{line}");
         assert!(line.contains("path=/b/console.log"), "{line}");
+        assert!(line.contains("-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"), "{line}");
     }
 
     #[test]
