@@ -18,7 +18,7 @@ use crate::runtime::images::oci::RunConfig;
 use crate::runtime::images::store::write_atomic;
 use crate::runtime::images::{disk, normalize_reference};
 use crate::runtime::spec::DiskFormat;
-use crate::runtime::vm::{AttachInfo, RootDisk, ShimExit, Vm, VmOptions, MIN_MEMORY_MIB};
+use crate::runtime::vm::{validate_resources, AttachInfo, RootDisk, ShimExit, Vm, VmOptions};
 
 /// How long a stopping box's guest gets to sync and power off before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -467,24 +467,7 @@ fn watch_for_exit(inner: Weak<BoxInner>, mut exit: tokio::sync::watch::Receiver<
 }
 
 fn validate(options: &BoxOptions) -> Result<()> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if options.vcpus == 0 || usize::from(options.vcpus) > cores {
-        return Err(Error::InvalidOption {
-            field: "vcpus",
-            reason: format!("{} vCPUs asked for; this host allows 1 to {cores}", options.vcpus),
-        });
-    }
-    let host_mib = host_memory_mib();
-    if options.memory_mib < MIN_MEMORY_MIB || host_mib.is_some_and(|m| u64::from(options.memory_mib) > m) {
-        return Err(Error::InvalidOption {
-            field: "memory_mib",
-            reason: format!(
-                "{} MiB asked for; a box needs {MIN_MEMORY_MIB} MiB to {} MiB (the host's memory)",
-                options.memory_mib,
-                host_mib.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
-            ),
-        });
-    }
+    validate_resources(options.vcpus, options.memory_mib)?;
     if let Some(name) = &options.name {
         let valid = !name.is_empty()
             && name.len() <= MAX_NAME_LEN
@@ -556,12 +539,6 @@ fn shim_alive(attach_file: &Path) -> bool {
     };
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains("boxlite-shim")
-}
-
-fn host_memory_mib() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }
 
 /// 12 random hex digits.

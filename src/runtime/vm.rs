@@ -80,24 +80,38 @@ impl VmOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        if self.vcpus == 0 || usize::from(self.vcpus) > cores {
-            return Err(Error::InvalidOption {
-                field: "vcpus",
-                reason: format!("{} vCPUs asked for; this host allows 1 to {cores}", self.vcpus),
-            });
-        }
-        if self.memory_mib < MIN_MEMORY_MIB {
-            return Err(Error::InvalidOption {
-                field: "memory_mib",
-                reason: format!("{} MiB asked for; a box needs at least {MIN_MEMORY_MIB} MiB", self.memory_mib),
-            });
-        }
+        validate_resources(self.vcpus, self.memory_mib)?;
         if self.boot_timeout.is_zero() {
             return Err(Error::InvalidOption { field: "boot_timeout", reason: "must be more than zero".into() });
         }
         Ok(())
     }
+}
+
+/// Checks vCPUs (1 to the host's cores) and memory (64 MiB to the host's memory): the one
+/// place both VM options and box options are checked.
+pub(crate) fn validate_resources(vcpus: u8, memory_mib: u32) -> Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if vcpus == 0 || usize::from(vcpus) > cores {
+        return Err(Error::InvalidOption { field: "vcpus", reason: format!("{vcpus} vCPUs asked for; this host allows 1 to {cores}") });
+    }
+    let host_mib = host_memory_mib();
+    if memory_mib < MIN_MEMORY_MIB || host_mib.is_some_and(|m| u64::from(memory_mib) > m) {
+        return Err(Error::InvalidOption {
+            field: "memory_mib",
+            reason: format!(
+                "{memory_mib} MiB asked for; a box needs {MIN_MEMORY_MIB} MiB to {} MiB (the host's memory)",
+                host_mib.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 /// An ext4 image to mount as the box's root.
