@@ -17,6 +17,17 @@ pub struct Registry {
 impl Registry {
     /// Starts docker-registry on a free loopback port, with htpasswd auth if `auth`.
     pub fn start(dir: &Path, auth: bool) -> Registry {
+        // A free port can be taken by a registry another test starts at the same moment;
+        // then ours fails to bind and exits, and we try again on another port.
+        for _ in 0..5 {
+            if let Some(registry) = Self::try_start(dir, auth) {
+                return registry;
+            }
+        }
+        panic!("docker-registry did not start on a free loopback port in 5 tries");
+    }
+
+    fn try_start(dir: &Path, auth: bool) -> Option<Registry> {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let address = format!("127.0.0.1:{port}");
         let storage = dir.join("registry-data");
@@ -41,13 +52,22 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry is installed by scripts/setup.sh");
-        let registry = Registry { child, address };
+        let mut registry = Registry { child, address };
         let started = Instant::now();
         while TcpStream::connect(&registry.address).is_err() {
             assert!(started.elapsed() < Duration::from_secs(10), "docker-registry did not listen on {}", registry.address);
+            if registry.exited() {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        registry
+        // The port answers; make sure it is ours (a registry that lost the port exits at once).
+        std::thread::sleep(Duration::from_millis(200));
+        (!registry.exited()).then_some(registry)
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Pushes the image tagged `tag` of an OCI layout as `repository` (e.g. "boxlite/busybox:latest");
