@@ -5,13 +5,15 @@
 //!   - shim spawn -> first successful Ping,
 //!   - the guest's own uptime at that Ping,
 //!   - and the resident memory (RSS) of the shim, the VMM and helpers after 1 s idle.
+//! qemu runs twice: fully jailed (the default), and with every jail step off, to show what
+//! the jail costs (docs/jailer.md).
 //!
 //! Printed as a table and as one JSON line. Run it with scripts/bench.sh.
 
 use std::time::Duration;
 
 use boxlite::runtime::vm::rss_kib;
-use boxlite::{EngineChoice, EngineKind, HostVirtualization, Vm, VmOptions};
+use boxlite::{EngineChoice, EngineKind, HostVirtualization, JailOptions, Vm, VmOptions};
 
 const IDLE_BEFORE_RSS: Duration = Duration::from_secs(1);
 
@@ -36,11 +38,16 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn bench_engine(engine: EngineKind, runs: usize) -> boxlite::Result<Samples> {
+/// What the jail looks like with every step off.
+const NO_JAIL: JailOptions =
+    JailOptions { cgroups: false, namespaces: false, rlimits: false, drop_privileges: false, no_new_privs: false, seccomp: false };
+
+async fn bench_engine(engine: EngineKind, jail: JailOptions, runs: usize) -> boxlite::Result<Samples> {
     let mut samples = Samples::default();
     let run_dir = std::env::temp_dir().join(format!("boxlite-bench-{}-{engine}", std::process::id()));
     for _ in 0..runs {
         let mut options = VmOptions::new(&run_dir);
+        options.jail = jail;
         options.engine = match engine {
             EngineKind::Krun => EngineChoice::Krun,
             EngineKind::Qemu => EngineChoice::Qemu,
@@ -67,9 +74,9 @@ async fn bench_engine(engine: EngineKind, runs: usize) -> boxlite::Result<Sample
 fn main() {
     let runs: usize = std::env::var("BOXLITE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10).max(1);
     let host = HostVirtualization::detect();
-    let mut engines = vec![EngineKind::Qemu];
+    let mut engines = vec![(EngineKind::Qemu, "qemu", JailOptions::default()), (EngineKind::Qemu, "qemu-nojail", NO_JAIL)];
     if host.hardware_kvm() {
-        engines.insert(0, EngineKind::Krun);
+        engines.insert(0, (EngineKind::Krun, "krun", JailOptions::default()));
     } else {
         println!("krun: not benchmarked: {}", host.why_no_hardware_kvm());
     }
@@ -77,11 +84,11 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
 
     let mut rows = Vec::new();
-    for engine in engines {
-        match runtime.block_on(bench_engine(engine, runs)) {
-            Ok(samples) => rows.push((engine, samples)),
+    for (engine, label, jail) in engines {
+        match runtime.block_on(bench_engine(engine, jail, runs)) {
+            Ok(samples) => rows.push((engine, label, samples)),
             Err(e) => {
-                eprintln!("{engine}: benchmark failed: {e}");
+                eprintln!("{label}: benchmark failed: {e}");
                 std::process::exit(1);
             }
         }
@@ -99,23 +106,23 @@ fn main() {
     ];
     println!("\nboot benchmark: {runs} runs per engine, 1 vCPU, 256 MiB (qemu accel: {accel})\n");
     print!("{:<28}", "metric");
-    for (engine, _) in &rows {
-        print!("{:>14}{:>10}", format!("{engine} p50"), "p90");
+    for (_, label, _) in &rows {
+        print!("{:>18}{:>10}", format!("{label} p50"), "p90");
     }
     println!();
     for (name, get) in metrics {
         print!("{name:<28}");
-        for (_, samples) in &rows {
-            print!("{:>14.1}{:>10.1}", percentile(get(samples), 50.0), percentile(get(samples), 90.0));
+        for (_, _, samples) in &rows {
+            print!("{:>18.1}{:>10.1}", percentile(get(samples), 50.0), percentile(get(samples), 90.0));
         }
         println!();
     }
     let json: serde_json::Map<String, serde_json::Value> = rows
         .iter()
-        .map(|(engine, s)| {
+        .map(|(engine, label, s)| {
             let stat = |v: &Vec<f64>| serde_json::json!({ "p50": percentile(v, 50.0), "p90": percentile(v, 90.0), "samples": v });
             (
-                engine.to_string(),
+                label.to_string(),
                 serde_json::json!({
                     "runs": runs,
                     "accel": if *engine == EngineKind::Krun { "kvm" } else { accel },
@@ -130,5 +137,9 @@ fn main() {
             )
         })
         .collect();
+    let p50 = |label: &str| rows.iter().find(|r| r.1 == label).map(|r| percentile(&r.2.first_ping_ms, 50.0));
+    if let (Some(jailed), Some(bare)) = (p50("qemu"), p50("qemu-nojail")) {
+        println!("\njail cost (qemu, spawn -> first Ping p50): {jailed:.1} vs {bare:.1} ms, ratio {:.2}", jailed / bare);
+    }
     println!("\n{}", serde_json::Value::Object(json));
 }

@@ -28,13 +28,13 @@ async fn qemu_boot_ping_shutdown_leaves_nothing_behind() {
     let pids = vm.pids();
     assert_eq!(pids.len(), 3, "shim, qemu and vhost-device-vsock: {pids:?}");
     assert!(pids.iter().all(|&p| process_alive(p)));
-    assert!(!socket_files(&dir.0).is_empty(), "a running VM has its vsock sockets");
+    assert!(!socket_files(&dir.0.join("vmm")).is_empty(), "a running VM has its vsock sockets");
 
     let exit = vm.shutdown(Duration::from_secs(10)).await.expect("shutdown").expect("shim exit");
     assert!(exit.success(), "the shim should exit 0 after a guest power-off, got {exit}");
     assert_eq!(wait_gone(&pids, Duration::from_secs(1)), Vec::<u32>::new(), "processes left running");
-    assert_eq!(socket_files(&dir.0), Vec::<String>::new(), "socket files left behind");
-    let console = std::fs::read_to_string(dir.0.join("console.log")).unwrap();
+    assert_eq!(socket_files(&dir.0.join("vmm")), Vec::<String>::new(), "socket files left behind");
+    let console = std::fs::read_to_string(dir.0.join("vmm/console.log")).unwrap();
     assert!(console.contains("shutdown requested"), "console:\n{console}");
 }
 
@@ -143,7 +143,7 @@ async fn a_shim_killed_with_sigkill_is_noticed_within_a_second() {
     assert!(error.to_string().contains("killed by signal 9"), "{error}");
     // qemu and the vsock backend die with their shim (PR_SET_PDEATHSIG).
     assert_eq!(wait_gone(&pids, Duration::from_secs(1)), Vec::<u32>::new(), "VM processes outlived the shim");
-    assert_eq!(socket_files(&dir.0), Vec::<String>::new(), "socket files left behind");
+    assert_eq!(socket_files(&dir.0.join("vmm")), Vec::<String>::new(), "socket files left behind");
 }
 
 #[test]

@@ -10,6 +10,10 @@ use crate::runtime::engine::EngineKind;
 /// The guest CID both engines give the VM (vhost-device-vsock and libkrun both use 3).
 pub const GUEST_CID: u32 = 3;
 
+/// Each jailed VM runs as uid = gid = this + its shim's pid: unique among running VMs,
+/// outside the ranges of login users and system accounts, with no name in /etc/passwd.
+pub const JAIL_ID_BASE: u32 = 1_000_000_000;
+
 /// Largest spec the shim accepts on stdin.
 pub const MAX_SPEC_BYTES: u64 = 1 << 20;
 
@@ -31,7 +35,8 @@ pub struct VmSpec {
     pub host_to_guest_ports: Vec<u32>,
     /// Host vsock ports the guest connects to; the host listens on `guest_to_host_socket`.
     pub guest_to_host_ports: Vec<u32>,
-    /// The box's run directory: console.log, shim.log, pid files, sockets.
+    /// The box's run directory: shim.log, pid files, protections.json, and `vmm/` (console.log
+    /// and sockets: the only part of it the jailed VMM sees, see `vmm_dir`).
     pub run_dir: PathBuf,
     /// Programs the qemu engine runs (absolute paths, resolved by the library).
     pub qemu: Option<PathBuf>,
@@ -46,28 +51,60 @@ pub struct VmSpec {
 /// The shim's protections (docs/jailer.md). All on by default; each can be turned off only
 /// explicitly, and the shim logs and records (`protections.json`) what it applied.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct JailOptions {
     /// A cgroup per VM (v1 or v2): memory = guest + VMM overhead, pids, cpu quota.
     pub cgroups: bool,
-    /// No core dumps, a bounded number of open files.
+    /// New mount, pid, ipc, uts and net namespaces, and pivot_root into a jail directory that
+    /// holds only what the engine needs.
+    pub namespaces: bool,
+    /// No core dumps, bounded open files and file size.
     pub rlimits: bool,
+    /// Run the VMM as an unprivileged uid/gid of its own (when the shim starts as root).
+    pub drop_privileges: bool,
     /// PR_SET_NO_NEW_PRIVS: no exec can gain privileges (also required by seccomp).
     pub no_new_privs: bool,
+    /// seccomp filters (src/shim/seccomp/*.json) on the shim and every process it starts.
+    pub seccomp: bool,
 }
 
 impl Default for JailOptions {
     fn default() -> Self {
-        JailOptions { cgroups: true, rlimits: true, no_new_privs: true }
+        JailOptions { cgroups: true, namespaces: true, rlimits: true, drop_privileges: true, no_new_privs: true, seccomp: true }
+    }
+}
+
+impl JailOptions {
+    /// The names of the protections turned off, for warnings.
+    pub fn turned_off(&self) -> Vec<&'static str> {
+        let steps = [
+            ("cgroups", self.cgroups),
+            ("namespaces", self.namespaces),
+            ("rlimits", self.rlimits),
+            ("drop_privileges", self.drop_privileges),
+            ("no_new_privs", self.no_new_privs),
+            ("seccomp", self.seccomp),
+        ];
+        steps.into_iter().filter(|(_, on)| !on).map(|(name, _)| name).collect()
     }
 }
 
 /// What the shim applied, written to `protections.json` in the run directory.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Protections {
     /// The cgroup directories the shim put itself (and so its children) in.
     pub cgroups: Vec<PathBuf>,
+    /// Namespaces the VMM processes run in, apart from the host's ("mnt", "pid", ...).
+    pub namespaces: Vec<String>,
+    /// What the jail's root holds (host paths bound at the same path), when pivoted.
+    pub jail_mounts: Vec<PathBuf>,
     pub rlimits: bool,
+    /// The uid (= gid) the VMM runs as, when privileges were dropped.
+    pub uid: Option<u32>,
     pub no_new_privs: bool,
+    /// seccomp policies installed: "supervisor", "qemu", "vhost_vsock" or "krun".
+    pub seccomp: Vec<String>,
     pub environment_cleared: bool,
     pub inherited_fds_closed: bool,
 }
@@ -98,8 +135,20 @@ pub struct HostToGuestEndpoint {
 }
 
 impl VmSpec {
+    /// The only part of the run directory the jailed VMM sees, and the only one it may write
+    /// (owned by its uid): the console log and the sockets.
+    pub fn vmm_dir(&self) -> PathBuf {
+        self.run_dir.join("vmm")
+    }
+
+    /// Where the shim mounts its jail's root (in its own mount namespace; an empty directory
+    /// from the host's side).
+    pub fn jail_dir(&self) -> PathBuf {
+        self.run_dir.join("jail")
+    }
+
     pub fn console_log(&self) -> PathBuf {
-        self.run_dir.join("console.log")
+        self.vmm_dir().join("console.log")
     }
 
     pub fn shim_log(&self) -> PathBuf {
@@ -116,13 +165,13 @@ impl VmSpec {
 
     /// The vhost-user control socket between qemu and vhost-device-vsock.
     pub fn vhost_user_socket(&self) -> PathBuf {
-        self.run_dir.join("vhost-vsock.sock")
+        self.vmm_dir().join("vhost-vsock.sock")
     }
 
     /// The host side of the guest's vsock: connections to guest ports go through it, and
     /// (both engines) guest connections to host port P arrive on `<this>_P`.
     pub fn vsock_socket(&self) -> PathBuf {
-        self.run_dir.join("vsock.sock")
+        self.vmm_dir().join("vsock.sock")
     }
 
     pub fn host_to_guest(&self, port: u32) -> HostToGuestEndpoint {
@@ -132,7 +181,7 @@ impl VmSpec {
                 connect_line: Some(format!("CONNECT {port}\n")),
             },
             EngineKind::Krun => HostToGuestEndpoint {
-                socket: self.run_dir.join(format!("vsock-{port}.sock")),
+                socket: self.vmm_dir().join(format!("vsock-{port}.sock")),
                 connect_line: None,
             },
         }
@@ -163,7 +212,7 @@ pub fn remove_socket_files(spec: &VmSpec) {
     }
     // Guest -> host listeners (`vsock.sock_<port>`) are created by whoever listens (the
     // library, or a program in the box's future); sweep them all.
-    if let Ok(entries) = std::fs::read_dir(&spec.run_dir) {
+    if let Ok(entries) = std::fs::read_dir(spec.vmm_dir()) {
         let prefix = format!("{}_", file_name(&spec.vsock_socket()));
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {

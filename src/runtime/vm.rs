@@ -150,6 +150,9 @@ impl std::fmt::Display for ShimExit {
         use std::os::unix::process::ExitStatusExt;
         match self.status.map(|s| (s, s.code(), s.signal())) {
             Some((_, Some(code), _)) => write!(f, "exit code {code}"),
+            Some((_, None, Some(libc::SIGSYS))) => {
+                write!(f, "killed by SIGSYS: a system call outside its seccomp policy (docs/seccomp.md; `dmesg | grep type=1326` names it)")
+            }
             Some((_, None, Some(signal))) => write!(f, "killed by signal {signal}"),
             Some((status, _, _)) => write!(f, "{status}"),
             None => write!(f, "exited (an attached shim: its status is its parent's to collect)"),
@@ -253,7 +256,8 @@ impl Vm {
         let engine = choice.resolve(&host)?;
         let spec = build_spec(&options, engine, host.hardware_kvm())?;
         if spec.jail != JailOptions::default() {
-            tracing::warn!(run_dir = %spec.run_dir.display(), jail = ?spec.jail, "booting with protections turned off (debugging only)");
+            let off = spec.jail.turned_off().join(", ");
+            tracing::warn!(run_dir = %spec.run_dir.display(), "booting with protections turned off (debugging only): {off}");
         }
         Self::boot_spec(spec, options.shim.as_deref(), options.boot_timeout).await
     }
@@ -270,6 +274,8 @@ impl Vm {
         let ready = UnixListener::bind(&ready_socket)
             .map_err(|e| Error::io(format!("listen on {}", ready_socket.display()), e))?;
         let mut child = Command::new(&shim)
+            // The application's environment (API keys, tokens) stays out of the VM's processes.
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(shim_log)
@@ -308,6 +314,8 @@ impl Vm {
             }
         };
         let vm_running = started.elapsed();
+        // For the operator (docs/jailer.md); the jailed shim cannot write outside vmm/.
+        let _ = std::fs::write(spec.run_dir.join("vmm.pid"), format!("{vmm_pid}\n"));
         // Keep draining the shim's stdout so that it never blocks on a full pipe.
         tokio::spawn(async move { while next_event(&mut events).await.is_ok() {} });
 
@@ -629,10 +637,12 @@ async fn next_event(events: &mut BufReader<ChildStdout>) -> Result<ShimEvent, St
 
 fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Result<VmSpec> {
     let (qemu, vhost_vsock) = match engine {
-        EngineKind::Qemu => (Some(helpers::qemu()?), Some(helpers::vhost_vsock()?)),
+        EngineKind::Qemu => (Some(real_path(&helpers::qemu()?)?), Some(real_path(&helpers::vhost_vsock()?)?)),
         EngineKind::Krun => (None, None),
     };
-    let run_dir = absolute(&options.run_dir)?;
+    std::fs::create_dir_all(&options.run_dir)
+        .map_err(|e| Error::io(format!("create {}", options.run_dir.display()), e))?;
+    let run_dir = real_path(&options.run_dir)?;
     let mut cmdline_extra = String::new();
     let mut disks = Vec::new();
     if let Some(root) = &options.root_disk {
@@ -642,7 +652,7 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
                 reason: format!("{} does not exist or is not a file", root.path.display()),
             });
         }
-        disks.push(DiskSpec { id: "root".into(), path: absolute(&root.path)?, format: root.format, read_only: root.read_only });
+        disks.push(DiskSpec { id: "root".into(), path: real_path(&root.path)?, format: root.format, read_only: root.read_only });
         // The only disk, so the guest sees it as the first virtio-blk device.
         let mode = if root.read_only { "ro" } else { "rw" };
         cmdline_extra = format!("{}=/dev/vda {}={mode} ", boxlite_protocol::CMDLINE_ROOT_DEVICE, boxlite_protocol::CMDLINE_ROOT_MODE);
@@ -651,8 +661,8 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
     Ok(VmSpec {
         engine,
         hardware_acceleration: hardware_kvm,
-        kernel: absolute(&helpers::kernel(options.kernel.as_deref())?)?,
-        initramfs: absolute(&helpers::initramfs(options.initramfs.as_deref())?)?,
+        kernel: real_path(&helpers::kernel(options.kernel.as_deref())?)?,
+        initramfs: real_path(&helpers::initramfs(options.initramfs.as_deref())?)?,
         cmdline: engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &cmdline_extra),
         vcpus: options.vcpus,
         memory_mib: options.memory_mib,
@@ -667,8 +677,10 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
     })
 }
 
-fn absolute(path: &Path) -> Result<PathBuf> {
-    std::path::absolute(path).map_err(|e| Error::io(format!("resolve {}", path.display()), e))
+/// The path with every symlink and `..` resolved: the jail binds each file at this path, and
+/// the VMM must find it there by the same name.
+fn real_path(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).map_err(|e| Error::io(format!("resolve {}", path.display()), e))
 }
 
 fn prepare_run_dir(spec: &VmSpec) -> Result<()> {
@@ -679,6 +691,10 @@ fn prepare_run_dir(spec: &VmSpec) -> Result<()> {
     // socket is taken to be the agent's.
     std::fs::set_permissions(&spec.run_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(format!("chmod 700 {}", spec.run_dir.display()), e))?;
+    // The jailed VMM's directory; the shim hands it to the VMM's uid.
+    std::fs::create_dir_all(spec.vmm_dir())
+        .and_then(|()| std::fs::set_permissions(spec.vmm_dir(), std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::io(format!("create {}", spec.vmm_dir().display()), e))?;
     // Sockets of an earlier VM in this directory would make the backends fail to bind.
     spec::remove_socket_files(spec);
     std::fs::write(spec.console_log(), b"")

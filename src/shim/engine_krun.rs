@@ -4,24 +4,32 @@
 
 use boxlite::runtime::spec::VmSpec;
 
-#[cfg(feature = "krun")]
-pub fn run(spec: &VmSpec) -> Result<i32, String> {
-    use std::ffi::CString;
+use tokio::sync::oneshot;
 
-    use boxlite::runtime::engine::HostVirtualization;
-    use boxlite::runtime::spec::{remove_socket_files, DiskFormat, ShimEvent};
+use crate::jail::Jailed;
 
-    use crate::{report, watchdog};
-
-    // The library checks this before spawning us; checking again keeps a hand-written spec
-    // from sending libkrun into a guest that dies with KVM_EXIT_INTERNAL_ERROR.
-    let host = HostVirtualization::detect();
+/// The library checks this before spawning us; checking again keeps a hand-written spec
+/// from sending libkrun into a guest that dies with KVM_EXIT_INTERNAL_ERROR. Called before
+/// the jail, which hides /proc and /sys.
+pub fn check_host() -> Result<(), String> {
+    let host = boxlite::runtime::engine::HostVirtualization::detect();
     if !host.hardware_kvm() {
         return Err(format!(
             "the krun engine needs hardware KVM: {}. Use the qemu engine instead (BOXLITE_ENGINE=qemu)",
             host.why_no_hardware_kvm()
         ));
     }
+    Ok(())
+}
+
+#[cfg(feature = "krun")]
+pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
+    use std::ffi::CString;
+
+    use boxlite::runtime::spec::{remove_socket_files, DiskFormat, ShimEvent};
+    use boxlite_shim::seccomp::{self, Policy};
+
+    use crate::report;
     let cstring = |what: &str, value: &str| CString::new(value).map_err(|_| format!("{what} contains a NUL byte"));
     let path_cstring = |what: &str, p: &std::path::Path| cstring(what, &p.to_string_lossy());
     let check = |call: &str, rc: i32| {
@@ -83,12 +91,21 @@ pub fn run(spec: &VmSpec) -> Result<i32, String> {
             check("krun_add_disk2", krun::krun_add_disk2(ctx, id.as_ptr(), path.as_ptr(), *format, *read_only))?;
         }
 
-        if !spec.detached {
+        if let Some(parent_gone) = parent_gone {
+            // krun_start_enter holds this thread; another one acts for the watchdog (krun
+            // enters no pid namespace, so the shim may still create threads).
             let spec = spec.clone();
-            watchdog::watch_stdin(move || {
+            std::thread::spawn(move || {
+                let _ = parent_gone.blocking_recv();
                 remove_socket_files(&spec);
                 std::process::exit(1);
             });
+        }
+        if spec.jail.seccomp {
+            // libkrun runs the VM on this process's threads: one policy for all of them.
+            jailed.protections.seccomp = vec![Policy::Krun.name().to_string()];
+            jailed.write_record()?;
+            seccomp::apply_all_threads(Policy::Krun).map_err(|e| format!("seccomp ({}): {e}", Policy::Krun.name()))?;
         }
         report(&ShimEvent::VmStarted { vmm_pid: std::process::id(), helper_pids: Vec::new() });
         let rc = krun::krun_start_enter(ctx);
@@ -97,6 +114,6 @@ pub fn run(spec: &VmSpec) -> Result<i32, String> {
 }
 
 #[cfg(not(feature = "krun"))]
-pub fn run(_spec: &VmSpec) -> Result<i32, String> {
+pub fn run(_spec: &VmSpec, _jailed: &mut Jailed, _parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
     Err("this boxlite-shim was built without the krun engine (cargo feature `krun`); use the qemu engine (BOXLITE_ENGINE=qemu)".into())
 }

@@ -2,7 +2,7 @@
 //! either ends, or the watchdog fires, or SIGTERM arrives, both are stopped together and the
 //! sockets removed.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -10,40 +10,46 @@ use std::time::{Duration, Instant};
 
 use boxlite::runtime::engine::qemu::{qemu_args, vhost_vsock_args};
 use boxlite::runtime::spec::{remove_socket_files, ShimEvent, VmSpec};
+use boxlite_shim::seccomp::{self, Policy};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
 
-use crate::{report, watchdog};
+use crate::jail::Jailed;
+use crate::report;
 
 /// How long vhost-device-vsock may take to create its socket (it takes ~3 ms).
 const BACKEND_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn run(spec: &VmSpec) -> Result<i32, String> {
+pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
-    runtime.block_on(supervise(spec))
+    runtime.block_on(supervise(spec, jailed, parent_gone))
 }
 
-async fn supervise(spec: &VmSpec) -> Result<i32, String> {
+async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
     let qemu_path = spec.qemu.as_deref().ok_or("the spec names no qemu binary")?;
     let vhost_path = spec.vhost_vsock.as_deref().ok_or("the spec names no vhost-device-vsock binary")?;
-    let (parent_gone_tx, mut parent_gone) = tokio::sync::oneshot::channel::<()>();
-    if !spec.detached {
-        watchdog::watch_stdin(move || {
-            let _ = parent_gone_tx.send(());
-        });
-    }
+    // Detached: the library going away is no signal, so wait on nothing.
+    let parent_gone = async move {
+        match parent_gone {
+            Some(receiver) => receiver.await.unwrap_or(()),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(parent_gone);
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("watching SIGTERM: {e}"))?;
 
-    let mut vhost = spawn_child(vhost_path, vhost_vsock_args(spec))?;
+    let filter = |policy: Policy| spec.jail.seccomp.then(|| seccomp::program(policy));
+    let mut vhost = spawn_child(vhost_path, vhost_vsock_args(spec), filter(Policy::VhostVsock))?;
     if let Err(e) = wait_for_socket(&spec.vhost_user_socket(), &mut vhost).await {
         stop(&mut vhost).await;
         remove_socket_files(spec);
         return Err(e);
     }
-    let mut qemu = match spawn_child(qemu_path, qemu_args(spec)) {
+    let mut qemu = match spawn_child(qemu_path, qemu_args(spec), filter(Policy::Qemu)) {
         Ok(child) => child,
         Err(e) => {
             stop(&mut vhost).await;
@@ -51,9 +57,21 @@ async fn supervise(spec: &VmSpec) -> Result<i32, String> {
             return Err(e);
         }
     };
+    if spec.jail.seccomp {
+        // The shim's own filter comes after its children exist: it is inherited, and would
+        // narrow theirs. TSYNC covers the watchdog thread too.
+        let installed = [Policy::VhostVsock, Policy::Qemu, Policy::Supervisor];
+        jailed.protections.seccomp = installed.iter().map(|p| p.name().to_string()).collect();
+        let applied = jailed.write_record().and_then(|()| seccomp::apply_all_threads(Policy::Supervisor));
+        if let Err(e) = applied {
+            stop(&mut qemu).await;
+            stop(&mut vhost).await;
+            remove_socket_files(spec);
+            return Err(format!("seccomp ({}): {e}", Policy::Supervisor.name()));
+        }
+    }
     let qemu_pid = qemu.id().unwrap_or(0);
     let vhost_pid = vhost.id().unwrap_or(0);
-    let _ = std::fs::write(spec.run_dir.join("vmm.pid"), format!("{qemu_pid}\n"));
     report(&ShimEvent::VmStarted { vmm_pid: qemu_pid, helper_pids: vec![vhost_pid] });
 
     let code = tokio::select! {
@@ -75,7 +93,7 @@ async fn supervise(spec: &VmSpec) -> Result<i32, String> {
             stop(&mut vhost).await;
             143
         }
-        Ok(()) = &mut parent_gone => {
+        () = &mut parent_gone => {
             stop(&mut qemu).await;
             stop(&mut vhost).await;
             1
@@ -86,29 +104,50 @@ async fn supervise(spec: &VmSpec) -> Result<i32, String> {
 }
 
 /// Spawns a helper whose stdout and stderr go to the shim's log (never to the status pipe),
-/// and which the kernel kills if the shim dies.
-fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>) -> Result<Child, String> {
+/// which the kernel kills if the shim dies, and which runs under its seccomp filter from
+/// its first instruction (installed between fork and exec).
+fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>, filter: Option<Vec<libc::sock_filter>>) -> Result<Child, String> {
     let log = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| format!("dup stderr: {e}"))?;
     let log2 = log.try_clone().map_err(|e| format!("dup stderr: {e}"))?;
-    let shim_pid = std::process::id() as i32;
+    let shim = own_pidfd()?;
+    let shim_fd: RawFd = shim.as_raw_fd();
     let mut command = Command::new(program);
     command.args(&args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe calls (prctl, getppid, _exit). PR_SET_PDEATHSIG ties the child to the
-    // thread that forks it, the shim's main thread, which lives as long as the shim does.
+    // async-signal-safe calls (prctl, poll, seccomp, _exit) on data prepared before the fork.
+    // PR_SET_PDEATHSIG ties the child to the thread that forks it, the shim's main thread,
+    // which lives as long as the shim does.
     unsafe {
         command.as_std_mut().pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The shim may have died between fork and prctl: then nobody would kill us.
-            if libc::getppid() != shim_pid {
+            // The shim may have died between fork and prctl: then nobody would kill us. Its
+            // pidfd says so (getppid cannot: the parent lies outside our pid namespace).
+            let mut shim = libc::pollfd { fd: shim_fd, events: libc::POLLIN, revents: 0 };
+            if libc::poll(&mut shim, 1, 0) != 0 {
                 libc::_exit(1);
+            }
+            if let Some(filter) = &filter {
+                seccomp::apply_prepared(filter)?;
             }
             Ok(())
         });
     }
-    command.kill_on_drop(true).spawn().map_err(|e| format!("spawn {}: {e}", program.display()))
+    let child = command.kill_on_drop(true).spawn().map_err(|e| format!("spawn {}: {e}", program.display()));
+    drop(shim);
+    child
+}
+
+/// A pidfd for this process: readable once it has exited.
+fn own_pidfd() -> Result<OwnedFd, String> {
+    // SAFETY: pidfd_open on our own pid; the kernel returns a new descriptor (O_CLOEXEC).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if fd < 0 {
+        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Waits until the vhost-user socket exists, failing early if the backend exits.
@@ -136,6 +175,7 @@ async fn stop(child: &mut Child) {
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
+        (None, Some(libc::SIGSYS)) => "killed by SIGSYS: a system call outside its seccomp policy (docs/seccomp.md)".into(),
         (None, Some(signal)) => format!("signal {signal}"),
         _ => status.to_string(),
     }

@@ -1,12 +1,19 @@
 //! The shim's jail, applied before the engine starts, in this order (docs/jailer.md):
 //! validate (the spec was parsed and checked by `read_spec`), close inherited descriptors,
-//! clear the environment, join a per-VM cgroup, set rlimits, set no_new_privs. Namespaces,
-//! pivot_root, dropping privileges and seccomp are the next steps of the jailer and are not
-//! applied yet. What was applied is logged and written to `protections.json`.
+//! clear the environment, join a per-VM cgroup, enter namespaces and pivot into the jail
+//! directory (`jail_root`), set rlimits, drop to the VM's own uid/gid, set no_new_privs.
+//! seccomp comes last, from the engine: each child's filter between fork and exec, the
+//! shim's own once its children run (a filter is inherited, and would narrow theirs).
+//! What was applied is logged and written to `protections.json`.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use boxlite::runtime::spec::{Protections, VmSpec};
+use boxlite::runtime::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
+use nix::unistd::{Gid, Uid};
+
+use crate::jail_root;
 
 /// What the VMM process itself needs beyond guest RAM: qemu's TCG code cache, device
 /// emulation and libraries (about 105 MiB idle here), and vhost-device-vsock's buffers.
@@ -16,8 +23,29 @@ const PIDS_MAX: u64 = 256;
 const CPU_PERIOD_US: u64 = 100_000;
 const NOFILE: u64 = 4096;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The largest file the VMM may write beyond its disks' size: qcow2 metadata, the console log.
+const FILE_SIZE_MARGIN: u64 = 256 << 20;
 
-pub fn apply(spec: &VmSpec) -> Result<Protections, String> {
+/// The applied protections, and their record (opened while the run directory was in view).
+pub struct Jailed {
+    pub protections: Protections,
+    record: File,
+}
+
+impl Jailed {
+    /// Rewrites `protections.json` with what is applied now.
+    pub fn write_record(&self) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(&self.protections).expect("protections always serialize");
+        self.record
+            .set_len(0)
+            .and_then(|()| self.record.write_all_at(&json, 0))
+            .map_err(|e| format!("write protections.json: {e}"))
+    }
+}
+
+pub fn apply(spec: &VmSpec) -> Result<Jailed, String> {
+    // Files the shim creates in the jail are not writable by others, whatever the caller's umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let mut applied = Protections::default();
     close_inherited_fds();
     applied.inherited_fds_closed = true;
@@ -27,13 +55,30 @@ pub fn apply(spec: &VmSpec) -> Result<Protections, String> {
         unsafe { std::env::remove_var(key) };
     }
     applied.environment_cleared = true;
+    for step in spec.jail.turned_off() {
+        eprintln!("boxlite-shim: WARNING: protection {step} is turned off (debugging only)");
+    }
     if spec.jail.cgroups {
         applied.cgroups = join_cgroup(spec)?;
+    }
+    let record = File::create(spec.protections_file()).map_err(|e| format!("create {}: {e}", spec.protections_file().display()))?;
+    let mut jailed = Jailed { protections: applied, record };
+    // Recorded now too, so that the library removes the cgroups if a later step fails.
+    jailed.write_record()?;
+    let applied = &mut jailed.protections;
+    if spec.jail.namespaces {
+        let mounts = jail_root::plan(spec)?;
+        applied.namespaces = jail_root::enter(spec, &mounts)?;
+        applied.jail_mounts = mounts.into_iter().map(|m| m.path).collect();
     }
     if spec.jail.rlimits {
         set_rlimit(libc::RLIMIT_CORE, 0)?;
         set_rlimit(libc::RLIMIT_NOFILE, NOFILE)?;
+        set_rlimit(libc::RLIMIT_FSIZE, largest_file(spec)?)?;
         applied.rlimits = true;
+    }
+    if spec.jail.drop_privileges {
+        applied.uid = drop_privileges(spec)?;
     }
     if spec.jail.no_new_privs {
         // SAFETY: prctl with integer arguments only.
@@ -42,15 +87,59 @@ pub fn apply(spec: &VmSpec) -> Result<Protections, String> {
         }
         applied.no_new_privs = true;
     }
-    for (step, on) in [("cgroups", spec.jail.cgroups), ("rlimits", spec.jail.rlimits), ("no_new_privs", spec.jail.no_new_privs)] {
-        if !on {
-            eprintln!("boxlite-shim: WARNING: protection {step} is turned off (debugging only)");
+    jailed.write_record()?;
+    eprintln!("boxlite-shim: protections: {:?}", jailed.protections);
+    Ok(jailed)
+}
+
+/// The largest file the VMM has a reason to write: its biggest writable disk, plus a margin.
+/// A guest that fills its console log past it ends its own VM (SIGXFSZ), not the host's disk.
+fn largest_file(spec: &VmSpec) -> Result<u64, String> {
+    let mut largest = 0;
+    for disk in spec.disks.iter().filter(|d| !d.read_only) {
+        let size = match disk.format {
+            DiskFormat::Raw => std::fs::metadata(&disk.path).map_err(|e| format!("stat {}: {e}", disk.path.display()))?.len(),
+            // The virtual size, plus an eighth for qcow2's tables.
+            DiskFormat::Qcow2 => match crate::qcow2::read_header(&disk.path)? {
+                Some(header) => header.virtual_size / 8 * 9,
+                None => return Err(format!("{} is not a qcow2 image", disk.path.display())),
+            },
+        };
+        largest = largest.max(size);
+    }
+    Ok(largest + FILE_SIZE_MARGIN)
+}
+
+/// Switches to the VM's own uid and gid (`JAIL_ID_BASE`), after handing it the files the
+/// VMM writes: its directory with the console log and sockets, and the writable disks. Root
+/// keeps nothing: every capability goes with the uid. A shim that does not run as root has
+/// no privileges to drop.
+fn drop_privileges(spec: &VmSpec) -> Result<Option<u32>, String> {
+    if !Uid::effective().is_root() {
+        eprintln!("boxlite-shim: running as uid {}: no privileges to drop", Uid::effective());
+        return Ok(None);
+    }
+    let id = JAIL_ID_BASE + std::process::id();
+    let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
+    let mut owned: Vec<PathBuf> = vec![spec.vmm_dir()];
+    let entries = std::fs::read_dir(spec.vmm_dir()).map_err(|e| format!("read {}: {e}", spec.vmm_dir().display()))?;
+    owned.extend(entries.flatten().map(|entry| entry.path()));
+    owned.extend(spec.disks.iter().filter(|d| !d.read_only).map(|d| d.path.clone()));
+    for path in &owned {
+        nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {} to {id}: {e}", path.display()))?;
+    }
+    // Hardware acceleration opens /dev/kvm, usually root:kvm 0660: keep that one group.
+    let mut groups = Vec::new();
+    if spec.hardware_acceleration || spec.engine == boxlite::runtime::engine::EngineKind::Krun {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(kvm) = std::fs::metadata("/dev/kvm") {
+            groups.push(Gid::from_raw(kvm.gid()));
         }
     }
-    let json = serde_json::to_vec_pretty(&applied).expect("protections always serialize");
-    std::fs::write(spec.protections_file(), json).map_err(|e| format!("write {}: {e}", spec.protections_file().display()))?;
-    eprintln!("boxlite-shim: protections: {applied:?}");
-    Ok(applied)
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid({id}): {e}"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid({id}): {e}"))?;
+    Ok(Some(id))
 }
 
 /// Closes every descriptor but stdin (the watchdog), stdout (status) and stderr (log): a

@@ -9,6 +9,8 @@
 mod engine_krun;
 mod engine_qemu;
 mod jail;
+mod jail_root;
+mod qcow2;
 mod watchdog;
 
 use std::io::{BufRead, Read, Write};
@@ -25,12 +27,19 @@ fn main() {
         fail(format!("write {}: {e}", spec.shim_pid_file().display()));
     }
     eprintln!("boxlite-shim: pid {} running {} VM ({} vCPU, {} MiB)", std::process::id(), spec.engine, spec.vcpus, spec.memory_mib);
-    if let Err(message) = jail::apply(&spec) {
-        fail(format!("cannot jail the shim: {message}"));
+    if spec.engine == EngineKind::Krun {
+        if let Err(message) = engine_krun::check_host() {
+            fail(message);
+        }
     }
+    let parent_gone = (!spec.detached).then(watchdog::watch_stdin);
+    let mut jailed = match jail::apply(&spec) {
+        Ok(jailed) => jailed,
+        Err(message) => fail(format!("cannot jail the shim: {message}")),
+    };
     let result = match spec.engine {
-        EngineKind::Qemu => engine_qemu::run(&spec),
-        EngineKind::Krun => engine_krun::run(&spec),
+        EngineKind::Qemu => engine_qemu::run(&spec, &mut jailed, parent_gone),
+        EngineKind::Krun => engine_krun::run(&spec, &mut jailed, parent_gone),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,10 +1,16 @@
 //! The watchdog pipe: stdin after the spec line. Its EOF means the library's process has
 //! gone, since the kernel closes that process's end however it ends.
+//!
+//! The thread that reads it starts before the jail: after unshare(CLONE_NEWPID) a process
+//! can no longer create threads (clone with CLONE_THREAD fails with EINVAL).
 
 use std::io::Read;
 
-/// Calls `on_parent_gone` (on a thread of its own) when stdin reaches EOF or fails.
-pub fn watch_stdin(on_parent_gone: impl FnOnce() + Send + 'static) {
+use tokio::sync::oneshot;
+
+/// Resolves when stdin reaches EOF or fails (watched on a thread of its own).
+pub fn watch_stdin() -> oneshot::Receiver<()> {
+    let (parent_gone, receiver) = oneshot::channel();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 64];
@@ -15,6 +21,7 @@ pub fn watch_stdin(on_parent_gone: impl FnOnce() + Send + 'static) {
             }
         }
         eprintln!("boxlite-shim: the library's process is gone (watchdog pipe closed)");
-        on_parent_gone();
+        let _ = parent_gone.send(());
     });
+    receiver
 }

@@ -46,11 +46,16 @@ pub async fn boot_qemu(dir: &RunDir) -> Vm {
 }
 
 pub fn process_alive(pid: u32) -> bool {
-    // A zombie has exited; only its parent's wait is missing.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => false,
-    }
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // Fields after "(comm)": state is the first, flags the seventh.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // A zombie has exited; only its parent's wait is missing. An exiting task has freed its
+    // memory and runs no more user code: the init of a VM's pid namespace stays exiting until
+    // every process of the namespace is reaped, which for a child whose shim died is the
+    // host's init's job (slow on some hosts).
+    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_EXITING != 0);
+    fields.first() != Some(&"Z") && !exiting
 }
 
 /// Waits up to `limit` for every pid to be gone; returns the ones still alive.

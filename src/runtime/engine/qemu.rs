@@ -103,7 +103,7 @@ mod tests {
         assert!(line.contains("-device vhost-user-vsock-device,chardev=vsock"), "{line}");
         assert!(line.contains("-append quiet console=ttyS0"), "{line}");
         assert!(line.contains("file=/b/root.qcow2,format=qcow2"), "{line}");
-        assert!(line.contains("path=/b/console.log"), "{line}");
+        assert!(line.contains("path=/b/vmm/console.log"), "{line}");
         assert!(line.contains("-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"), "{line}");
     }
 
@@ -116,6 +116,6 @@ mod tests {
     #[test]
     fn vhost_backend_uses_the_box_sockets() {
         let line = joined(vhost_vsock_args(&spec(false)));
-        assert_eq!(line, "--guest-cid 3 --socket /b/vhost-vsock.sock --uds-path /b/vsock.sock");
+        assert_eq!(line, "--guest-cid 3 --socket /b/vmm/vhost-vsock.sock --uds-path /b/vmm/vsock.sock");
     }
 }

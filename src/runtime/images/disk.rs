@@ -46,6 +46,11 @@ fn assemble_and_format(store: &Store, manifest: &Manifest, staging_dir: &Path, d
             std::io::Error::other("mke2fs failed"),
         ));
     }
+    // Shared by every box of the image, read by each VM's own jailed uid: readable by all,
+    // whatever the caller's umask, and written by none.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+        .map_err(|e| Error::io(format!("chmod 444 {}", tmp.display()), e))?;
     std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))?;
     Ok(report)
 }

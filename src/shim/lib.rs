@@ -1,0 +1,3 @@
+//! The parts of boxlite-shim that its helper binaries and the tests share.
+
+pub mod seccomp;
