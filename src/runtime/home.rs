@@ -214,7 +214,10 @@ fn default_home() -> Result<PathBuf> {
     }
 }
 
-/// Takes `boxlite.lock` (exclusive, non-blocking) and writes our pid into it.
+/// How long a runtime waits for a home whose lock is held before calling it taken.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Takes `boxlite.lock` (exclusive, without blocking for long) and writes our pid into it.
 fn lock_home(home: &Path) -> Result<File> {
     let path = home.join("boxlite.lock");
     let mut file = std::fs::OpenOptions::new()
@@ -224,8 +227,15 @@ fn lock_home(home: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    // A lock just released can still be held for an instant by a child another thread of
+    // this process forked (it shares the descriptor until its exec closes it): retry briefly.
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
     // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         return Err(Error::HomeLocked { home: home.to_path_buf(), holder_pid: holder.trim().parse().ok() });

@@ -3,7 +3,6 @@
 //! guest powers off. That is why the engine lives in the shim and not in the library.
 
 use boxlite::runtime::spec::VmSpec;
-
 use tokio::sync::oneshot;
 
 use crate::jail::Jailed;

@@ -50,8 +50,8 @@ pub fn apply(spec: &VmSpec) -> Result<Jailed, String> {
     close_inherited_fds();
     applied.inherited_fds_closed = true;
     for (key, _) in std::env::vars_os() {
-        // SAFETY: the shim is single-threaded until the engine starts, so nothing reads the
-        // environment concurrently.
+        // SAFETY: the only other thread, the watchdog, never reads the environment, so
+        // nothing reads it concurrently.
         unsafe { std::env::remove_var(key) };
     }
     applied.environment_cleared = true;

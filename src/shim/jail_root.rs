@@ -85,7 +85,31 @@ pub fn plan(spec: &VmSpec) -> Result<Vec<JailMount>, String> {
     // Parents before children; one mount per path.
     mounts.sort_by(|a, b| a.path.cmp(&b.path));
     mounts.dedup_by(|a, b| a.path == b.path);
-    Ok(mounts)
+    without_covered(mounts)
+}
+
+/// Drops mounts that a directory bound before them already shows (say a kernel under a
+/// library directory): binding them would mean creating a mount point inside a host
+/// directory. One that needs more access than the directory gives is an error.
+fn without_covered(mounts: Vec<JailMount>) -> Result<Vec<JailMount>, String> {
+    let mut kept: Vec<JailMount> = Vec::new();
+    for mount in mounts {
+        let outer = kept.iter().find(|outer| mount.path.starts_with(&outer.path) && outer.path.is_dir());
+        match outer {
+            None => kept.push(mount),
+            Some(outer) if mount.access == Access::ReadOnly || mount.access == outer.access => {}
+            Some(outer) => {
+                return Err(format!(
+                    "{} must be {:?} in the jail but lies inside {}, which the jail shows {:?}; move it elsewhere",
+                    mount.path.display(),
+                    mount.access,
+                    outer.path.display(),
+                    outer.access
+                ))
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Enters the namespaces and pivots into the jail. Returns the namespaces entered.
@@ -246,6 +270,16 @@ mod tests {
     fn normalize_resolves_dots_lexically() {
         assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
         assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn a_path_inside_a_bound_directory_is_not_bound_again() {
+        let mount = |path: &str, access| JailMount { path: path.into(), access };
+        let kept = without_covered(vec![mount("/usr/share", Access::ReadOnly), mount("/usr/share/qemu", Access::ReadOnly)]).unwrap();
+        assert_eq!(kept.len(), 1);
+        let writable_inside = without_covered(vec![mount("/usr/share", Access::ReadOnly), mount("/usr/share/disk", Access::ReadWrite)]);
+        assert!(writable_inside.unwrap_err().contains("lies inside /usr/share"));
+        assert_eq!(without_covered(vec![mount("/usr/sharex", Access::ReadOnly), mount("/usr/share", Access::ReadOnly)]).unwrap().len(), 2);
     }
 
     #[test]
