@@ -235,4 +235,10 @@ async fn turning_a_protection_off_is_explicit_logged_and_recorded() {
     let log = std::fs::read_to_string(dir.0.join("shim.log")).unwrap();
     assert!(log.contains("protection cgroups is turned off") && log.contains("protection seccomp is turned off"), "{log}");
     vm.shutdown(Duration::from_secs(10)).await.unwrap();
+
+    // A combination that cannot work fails before anything starts, naming the fix.
+    let mut options = dir.options(EngineChoice::Qemu);
+    options.jail = JailOptions { namespaces: false, ..JailOptions::default() };
+    let error = Vm::boot(options).await.err().expect("drop_privileges without namespaces is refused");
+    assert!(error.to_string().contains("drop_privileges needs namespaces"), "{error}");
 }

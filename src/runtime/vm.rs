@@ -84,6 +84,14 @@ impl VmOptions {
         if self.boot_timeout.is_zero() {
             return Err(Error::InvalidOption { field: "boot_timeout", reason: "must be more than zero".into() });
         }
+        if self.jail.drop_privileges && !self.jail.namespaces {
+            return Err(Error::InvalidOption {
+                field: "jail",
+                reason: "drop_privileges needs namespaces: outside the jail the VM's own uid cannot reach files under \
+                         private directories (e.g. ~/.cache/boxlite); turn drop_privileges off too"
+                    .into(),
+            });
+        }
         Ok(())
     }
 }
