@@ -76,3 +76,16 @@ fn unshare_is_killed_too_and_a_bad_policy_name_is_a_usage_error() {
     let out = run("no-such-policy", "ptrace");
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
+
+#[test]
+fn the_helpers_may_open_unix_sockets_and_no_others() {
+    for policy in ["qemu", "vhost_vsock"] {
+        let unix = run(policy, "socket_unix");
+        assert!(unix.status.success(), "{policy}/socket_unix: {}", describe(&unix));
+        let inet = run(policy, "socket_inet");
+        assert_eq!(inet.status.signal(), Some(libc::SIGSYS), "{policy}/socket_inet: {}", describe(&inet));
+    }
+    // Once its children run, the supervisor opens no sockets at all.
+    let unix = run("supervisor", "socket_unix");
+    assert_eq!(unix.status.signal(), Some(libc::SIGSYS), "supervisor/socket_unix: {}", describe(&unix));
+}

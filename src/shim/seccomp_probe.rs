@@ -8,7 +8,8 @@
 use boxlite_shim::seccomp::{apply_all_threads, apply_prepared, program, Policy};
 
 /// Syscalls the probe can make, and how: each returns an error or does nothing.
-const SYSCALLS: &[&str] = &["getpid", "ptrace", "mount", "umount2", "kexec_load", "bpf", "unshare", "setns", "reboot"];
+const SYSCALLS: &[&str] =
+    &["getpid", "ptrace", "mount", "umount2", "kexec_load", "bpf", "unshare", "setns", "reboot", "socket_unix", "socket_inet"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -52,6 +53,9 @@ fn main() {
             "setns" => libc::syscall(libc::SYS_setns, -1, 0),
             // Wrong magic: EINVAL.
             "reboot" => libc::syscall(libc::SYS_reboot, 0, 0, 0, 0),
+            // A socket of each family, closed at exit: the helpers' policies allow AF_UNIX only.
+            "socket_unix" => libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0),
+            "socket_inet" => libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0),
             _ => unreachable!("checked against SYSCALLS"),
         }
     };
