@@ -61,9 +61,13 @@ async fn a_box_starts_lazily_stops_restarts_and_is_removed() {
     assert_eq!(lite_box.status(), BoxStatus::Configured);
     assert_eq!(rt.get_box("worker").unwrap().id(), lite_box.id());
 
+    assert!(lite_box.protections().is_none(), "nothing ran yet");
     let out = lite_box.exec_output(ExecCommand::new("echo").arg("lazy")).await.unwrap();
     assert_eq!(out.stdout, b"lazy\n");
     assert_eq!(lite_box.status(), BoxStatus::Running);
+    let protections = lite_box.protections().expect("the box records its protections");
+    assert_eq!(protections.seccomp, ["vhost_vsock", "qemu", "supervisor"]);
+    assert!(protections.uid.is_some() && !protections.namespaces.is_empty() && !protections.cgroups.is_empty());
 
     let error = rt.remove_box("worker", false).await.unwrap_err();
     assert!(matches!(error, Error::InvalidState { .. }), "{error}");

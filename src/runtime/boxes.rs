@@ -17,7 +17,7 @@ use crate::runtime::home::RuntimeShared;
 use crate::runtime::images::oci::RunConfig;
 use crate::runtime::images::store::write_atomic;
 use crate::runtime::images::{disk, normalize_reference};
-use crate::runtime::spec::DiskFormat;
+use crate::runtime::spec::{DiskFormat, Protections, PROTECTIONS_FILE};
 use crate::runtime::vm::{validate_resources, AttachInfo, RootDisk, ShimExit, Vm, VmOptions};
 
 /// How long a stopping box's guest gets to sync and power off before it is killed.
@@ -233,9 +233,17 @@ impl LiteBox {
         self.inner.options.image.as_deref()
     }
 
-    /// The box's directory (config.json, its disk, console.log, shim.log, sockets).
+    /// The box's directory (config.json, its disk, shim.log, protections.json, and vmm/ with
+    /// console.log and the sockets).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The protections its VM ran with at its last start (docs/jailer.md), as the shim
+    /// recorded them; None before the first start.
+    pub fn protections(&self) -> Option<Protections> {
+        let bytes = std::fs::read(self.inner.dir.join(PROTECTIONS_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     pub fn status(&self) -> BoxStatus {

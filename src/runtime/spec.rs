@@ -14,6 +14,9 @@ pub const GUEST_CID: u32 = 3;
 /// outside the ranges of login users and system accounts, with no name in /etc/passwd.
 pub const JAIL_ID_BASE: u32 = 1_000_000_000;
 
+/// The shim's record of the protections it applied, in the run directory.
+pub const PROTECTIONS_FILE: &str = "protections.json";
+
 /// Largest spec the shim accepts on stdin.
 pub const MAX_SPEC_BYTES: u64 = 1 << 20;
 
@@ -160,7 +163,7 @@ impl VmSpec {
     }
 
     pub fn protections_file(&self) -> PathBuf {
-        self.run_dir.join("protections.json")
+        self.run_dir.join(PROTECTIONS_FILE)
     }
 
     /// The vhost-user control socket between qemu and vhost-device-vsock.
