@@ -648,9 +648,6 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         EngineKind::Qemu => (Some(real_path(&helpers::qemu()?)?), Some(real_path(&helpers::vhost_vsock()?)?)),
         EngineKind::Krun => (None, None),
     };
-    std::fs::create_dir_all(&options.run_dir)
-        .map_err(|e| Error::io(format!("create {}", options.run_dir.display()), e))?;
-    let run_dir = real_path(&options.run_dir)?;
     let mut cmdline_extra = String::new();
     let mut disks = Vec::new();
     if let Some(root) = &options.root_disk {
@@ -666,11 +663,17 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         cmdline_extra = format!("{}=/dev/vda {}={mode} ", boxlite_protocol::CMDLINE_ROOT_DEVICE, boxlite_protocol::CMDLINE_ROOT_MODE);
     }
     cmdline_extra.push_str(&options.extra_cmdline);
+    let kernel = real_path(&helpers::kernel(options.kernel.as_deref())?)?;
+    let initramfs = real_path(&helpers::initramfs(options.initramfs.as_deref())?)?;
+    // Created last: a spec that fails leaves no directory behind.
+    std::fs::create_dir_all(&options.run_dir)
+        .map_err(|e| Error::io(format!("create {}", options.run_dir.display()), e))?;
+    let run_dir = real_path(&options.run_dir)?;
     Ok(VmSpec {
         engine,
         hardware_acceleration: hardware_kvm,
-        kernel: real_path(&helpers::kernel(options.kernel.as_deref())?)?,
-        initramfs: real_path(&helpers::initramfs(options.initramfs.as_deref())?)?,
+        kernel,
+        initramfs,
         cmdline: engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &cmdline_extra),
         vcpus: options.vcpus,
         memory_mib: options.memory_mib,
