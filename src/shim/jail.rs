@@ -209,6 +209,11 @@ fn join_cgroup(spec: &VmSpec) -> Result<Vec<PathBuf>, String> {
 fn mkdir(dir: &Path) -> Result<(), String> {
     match std::fs::create_dir_all(dir) {
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "create cgroup {}: {e}; a per-VM cgroup needs root or a delegated cgroup subtree \
+             (systemd Delegate=yes), or (debugging only) turn the cgroups protection off",
+            dir.display()
+        )),
         Err(e) => Err(format!("create cgroup {}: {e}", dir.display())),
     }
 }
