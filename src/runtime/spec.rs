@@ -150,6 +150,11 @@ impl VmSpec {
         self.run_dir.join("jail")
     }
 
+    /// Whether the VMM opens /dev/kvm (qemu with hardware acceleration, and krun always).
+    pub fn uses_dev_kvm(&self) -> bool {
+        self.hardware_acceleration || self.engine == EngineKind::Krun
+    }
+
     pub fn console_log(&self) -> PathBuf {
         self.vmm_dir().join("console.log")
     }

@@ -130,7 +130,7 @@ fn drop_privileges(spec: &VmSpec) -> Result<Option<u32>, String> {
     }
     // Hardware acceleration opens /dev/kvm, usually root:kvm 0660: keep that one group.
     let mut groups = Vec::new();
-    if spec.hardware_acceleration || spec.engine == boxlite::runtime::engine::EngineKind::Krun {
+    if spec.uses_dev_kvm() {
         use std::os::unix::fs::MetadataExt;
         if let Ok(kvm) = std::fs::metadata("/dev/kvm") {
             groups.push(Gid::from_raw(kvm.gid()));

@@ -57,7 +57,7 @@ pub fn plan(spec: &VmSpec) -> Result<Vec<JailMount>, String> {
     for device in DEVICES {
         mounts.push(JailMount { path: device.into(), access: Access::Device });
     }
-    if spec.hardware_acceleration || spec.engine == EngineKind::Krun {
+    if spec.uses_dev_kvm() {
         mounts.push(JailMount { path: "/dev/kvm".into(), access: Access::Device });
     }
     if spec.engine == EngineKind::Qemu {

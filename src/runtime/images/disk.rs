@@ -32,20 +32,9 @@ fn assemble_and_format(store: &Store, manifest: &Manifest, staging_dir: &Path, d
     let report = assemble(store, manifest, staging_dir)?;
     let size_mib = content_bytes(staging_dir) / (1 << 20) * 5 / 4 + HEADROOM_MIB;
     let tmp = tempfile_in(&store.tmp_dir())?;
-    let output = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d"])
-        .arg(staging_dir)
-        .arg(&tmp)
-        .arg(format!("{size_mib}M"))
-        .output()
-        .map_err(|e| Error::io("run mke2fs (install e2fsprogs)", e))?;
-    if !output.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(
-            format!("mke2fs -d {} failed: {}", staging_dir.display(), String::from_utf8_lossy(&output.stderr).trim()),
-            std::io::Error::other("mke2fs failed"),
-        ));
-    }
+    let mut command = Command::new("mke2fs");
+    command.args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d"]).arg(staging_dir).arg(&tmp).arg(format!("{size_mib}M"));
+    run_into(command, &tmp, "e2fsprogs", &format!("mke2fs -d {}", staging_dir.display()))?;
     // Shared by every box of the image, read by each VM's own jailed uid: readable by all,
     // whatever the caller's umask, and written by none.
     use std::os::unix::fs::PermissionsExt;
@@ -110,15 +99,21 @@ pub fn overlay(base: &Path, dest: &Path, size: Option<u64>) -> Result<()> {
     if let Some(size) = size {
         command.arg(size.to_string());
     }
-    let output = command
-        .output()
-        .map_err(|e| Error::io("run qemu-img (install qemu-utils)", e))?;
+    run_into(command, &tmp, "qemu-utils", &format!("qemu-img create overlay on {}", base.display()))?;
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+}
+
+/// Runs a tool that writes `tmp`; on failure removes what it left there and reports its
+/// stderr as `what ... failed`, or the package to install when the tool is missing.
+fn run_into(mut command: Command, tmp: &Path, package: &str, what: &str) -> Result<()> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let output = command.output().map_err(|e| Error::io(format!("run {program} (install {package})"), e))?;
     if !output.status.success() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return Err(Error::io(
-            format!("qemu-img create overlay on {} failed: {}", base.display(), String::from_utf8_lossy(&output.stderr).trim()),
-            std::io::Error::other("qemu-img failed"),
+            format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+            std::io::Error::other(format!("{program} failed")),
         ));
     }
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+    Ok(())
 }
