@@ -27,7 +27,7 @@ fn boxlite_once(work: &Path, reference: &str, address: &str) -> f64 {
     let home = work.join("home");
     let _ = std::fs::remove_dir_all(&home);
     let registries = RegistryOptions { insecure: vec![address.to_string()], ..Default::default() };
-    let runtime = BoxliteRuntime::new(RuntimeOptions { home: Some(home), engine: EngineChoice::Qemu, registries }).unwrap();
+    let runtime = BoxliteRuntime::new(RuntimeOptions { home: Some(home), engine: EngineChoice::Qemu, registries, ..Default::default() }).unwrap();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
     tokio.block_on(async {

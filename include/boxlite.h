@@ -14,6 +14,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/* Initialisers of the sized structs the library writes into: their size first. */
+#define BOXLITE_EXIT_STATUS_INIT { (uint32_t)sizeof(boxlite_exit_status_t), 0, 0, false, false }
+#define BOXLITE_BOX_METRICS_INIT { (uint32_t)sizeof(boxlite_box_metrics_t), 0, 0, 0, 0, 0, 0 }
+#define BOXLITE_GUEST_STATS_INIT { (uint32_t)sizeof(boxlite_guest_stats_t), 0, 0, 0, 0 }
+#define BOXLITE_RUNTIME_METRICS_INIT { (uint32_t)sizeof(boxlite_runtime_metrics_t), 0, 0, 0, 0, 0 }
+
 
 /**
  * Major version of the library these declarations belong to.
@@ -23,7 +29,7 @@
 /**
  * Minor version.
  */
-#define BOXLITE_VERSION_MINOR 1
+#define BOXLITE_VERSION_MINOR 2
 
 /**
  * Patch version.
@@ -31,14 +37,33 @@
 #define BOXLITE_VERSION_PATCH 0
 
 /**
+ * The version as one number, MAJOR * 1000000 + MINOR * 1000 + PATCH (compare with
+ * `boxlite_version_number()`).
+ */
+#define BOXLITE_VERSION_NUMBER (((BOXLITE_VERSION_MAJOR * 1000000) + (BOXLITE_VERSION_MINOR * 1000)) + BOXLITE_VERSION_PATCH)
+
+/**
+ * Flags of `boxlite_box_remove` and `boxlite_runtime_remove_image`: stop a running box
+ * first / remove an image even though boxes use it.
+ */
+#define BOXLITE_REMOVE_FORCE 1
+
+/**
+ * Flags of `boxlite_box_options_set_root_disk`: the disk is opened read-only (several
+ * boxes may share it).
+ */
+#define BOXLITE_DISK_READ_ONLY 1
+
+/**
  * The version of `boxlite_exec_callbacks_t` this header describes.
  */
 #define BOXLITE_EXEC_CALLBACKS_VERSION 1
 
 /**
- * The largest manifest, index or config accepted (they are small JSON documents).
+ * A snapshot of a runtime's boxes (`boxlite_runtime_list_boxes`), oldest first, and of
+ * the box directories that could not be loaded.
  */
-#define MAX_DOCUMENT_BYTES (4 << 20)
+typedef struct boxlite_box_list_t boxlite_box_list_t;
 
 /**
  * Options for `boxlite_box_create` (an opaque builder). Defaults: 1 vCPU, 256 MiB, no
@@ -69,6 +94,11 @@ typedef struct boxlite_error_t boxlite_error_t;
 typedef struct boxlite_execution_t boxlite_execution_t;
 
 /**
+ * A snapshot of a runtime's cached images (`boxlite_runtime_list_images`).
+ */
+typedef struct boxlite_image_list_t boxlite_image_list_t;
+
+/**
  * The collected result of `boxlite_box_run`.
  */
 typedef struct boxlite_output_t boxlite_output_t;
@@ -90,9 +120,15 @@ typedef struct boxlite_runtime_t boxlite_runtime_t;
 typedef uint32_t boxlite_box_status_t;
 
 /**
- * Figures of one box (`boxlite_box_metrics`).
+ * Figures of one box (`boxlite_box_metrics`). A sized struct: set `size` to
+ * `sizeof(boxlite_box_metrics_t)` first (BOXLITE_BOX_METRICS_INIT); the library writes
+ * no more than that.
  */
 typedef struct {
+  /**
+   * Set by the caller to the size of the struct it was compiled with.
+   */
+  uint32_t size;
   /**
    * Boots of this box by this runtime.
    */
@@ -115,8 +151,13 @@ typedef struct {
 
 /**
  * What the guest reports of itself (`boxlite_box_guest_stats`); the guest's word, untrusted.
+ * A sized struct: set `size` first (BOXLITE_GUEST_STATS_INIT).
  */
 typedef struct {
+  /**
+   * Set by the caller to the size of the struct it was compiled with.
+   */
+  uint32_t size;
   /**
    * Busy CPU time of all vCPUs since boot, in milliseconds.
    */
@@ -139,9 +180,15 @@ typedef int32_t boxlite_error_code_t;
 typedef int32_t (*boxlite_output_cb)(const uint8_t *data, size_t len, void *user_data);
 
 /**
- * How a process ended.
+ * How a process ended. A sized struct: set `size` to `sizeof(boxlite_exit_status_t)`
+ * before passing it to a call that fills it (BOXLITE_EXIT_STATUS_INIT); the library writes
+ * no more than that. In `on_exit` it is the library's own, of the library's size.
  */
 typedef struct {
+  /**
+   * The size of the struct: set by the caller (or, in `on_exit`, by the library).
+   */
+  uint32_t size;
   /**
    * The exit code, or -1 if a signal ended the process.
    */
@@ -185,15 +232,11 @@ typedef struct {
   boxlite_exit_cb on_exit;
   void *user_data;
   /**
-   * Called exactly once, after the last callback (or at once if the exec fails to start).
+   * Called exactly once: after the last callback, or before `boxlite_box_exec` returns
+   * an error (then no other callback runs).
    */
   boxlite_user_data_free_cb user_data_free;
 } boxlite_exec_callbacks_t;
-
-/**
- * Engine choice for `boxlite_runtime_options_set_engine`.
- */
-typedef uint32_t boxlite_engine_t;
 
 /**
  * Receives pull progress: the blob's digest (valid during the call), bytes so far and its
@@ -202,9 +245,32 @@ typedef uint32_t boxlite_engine_t;
 typedef int32_t (*boxlite_pull_progress_cb)(const char *digest, uint64_t done, uint64_t total, void *user_data);
 
 /**
- * Runtime-wide figures (`boxlite_runtime_metrics`).
+ * A log record's level (`boxlite_log_cb`, `boxlite_log_set_callback`).
+ */
+typedef uint32_t boxlite_log_level_t;
+
+/**
+ * Receives one log record: its level, its source (a module path) and its text, both
+ * NUL-terminated and valid only during the call. Runs on whichever library thread logged,
+ * possibly on several at once: it must be thread-safe, should return quickly, and must not
+ * call `boxlite_log_set_callback`.
+ */
+typedef void (*boxlite_log_cb)(boxlite_log_level_t level, const char *target, const char *message, void *user_data);
+
+/**
+ * Engine choice for `boxlite_runtime_options_set_engine`.
+ */
+typedef uint32_t boxlite_engine_t;
+
+/**
+ * Runtime-wide figures (`boxlite_runtime_metrics`). A sized struct: set `size` first
+ * (BOXLITE_RUNTIME_METRICS_INIT).
  */
 typedef struct {
+  /**
+   * Set by the caller to the size of the struct it was compiled with.
+   */
+  uint32_t size;
   uint64_t boxes_created;
   uint64_t boxes_running;
   uint64_t boots;
@@ -316,9 +382,25 @@ typedef struct {
 #define BOXLITE_ERROR_CANCELLED 19
 
 /**
+ * A bounded wait (`boxlite_execution_wait_timeout`) ended with the execution still
+ * running: not a failure; wait again later.
+ */
+#define BOXLITE_ERROR_STILL_RUNNING 20
+
+/**
  * A bug in boxlite (a caught panic); the message says where.
  */
 #define BOXLITE_ERROR_INTERNAL 99
+
+#define BOXLITE_LOG_ERROR 1
+
+#define BOXLITE_LOG_WARN 2
+
+#define BOXLITE_LOG_INFO 3
+
+#define BOXLITE_LOG_DEBUG 4
+
+#define BOXLITE_LOG_TRACE 5
 
 /**
  * krun on hosts with hardware KVM, qemu elsewhere; `BOXLITE_ENGINE` may override it.
@@ -344,6 +426,22 @@ extern "C" {
  * to detect a header/library mismatch). Never NULL; static; do not free. Thread-safe.
  */
 const char *boxlite_version(void);
+
+/**
+ * The library's version as one number, MAJOR * 1000000 + MINOR * 1000 + PATCH (sqlite's
+ * `sqlite3_libversion_number`); compare with BOXLITE_VERSION_NUMBER. Thread-safe.
+ */
+uint32_t boxlite_version_number(void);
+
+/**
+ * Frees a string the library returned as owned by the caller (e.g. from
+ * `boxlite_box_stop_reason`). NULL does nothing.
+ *
+ * # Safety
+ * `text` is NULL or a string from this library documented as freed with this function,
+ * not used afterwards.
+ */
+void boxlite_string_free(char *text);
 
 /**
  * Creates box options with the defaults. On success `*out` owns them (free with
@@ -418,14 +516,15 @@ boxlite_error_t *boxlite_box_options_set_detached(boxlite_box_options_t *options
 boxlite_error_t *boxlite_box_options_set_disk_size_gib(boxlite_box_options_t *options, uint32_t gib);
 
 /**
- * Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
- * `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
- * for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.
+ * Sets the box's root disk: a raw ext4 image (path copied; must exist at create). `flags`:
+ * 0 or BOXLITE_DISK_READ_ONLY (several boxes may then share one image). Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments, a non-UTF-8 path or unknown flag
+ * bits. Not thread-safe for the same options object.
  *
  * # Safety
  * `options` is NULL or live; `path` is NULL or NUL-terminated.
  */
-boxlite_error_t *boxlite_box_options_set_root_disk(boxlite_box_options_t *options, const char *path, bool read_only);
+boxlite_error_t *boxlite_box_options_set_root_disk(boxlite_box_options_t *options, const char *path, uint32_t flags);
 
 /**
  * Frees box options. NULL does nothing.
@@ -448,6 +547,79 @@ void boxlite_box_options_free(boxlite_box_options_t *options);
 boxlite_error_t *boxlite_box_create(boxlite_box_t **out, const boxlite_runtime_t *runtime, const boxlite_box_options_t *options);
 
 /**
+ * Finds a box of `runtime` by id or by name: boxes created by earlier runtimes on the same
+ * home (and detached boxes still running) are found too. On success `*out` owns a new
+ * handle to it (free with `boxlite_box_free`; handles to one box share its state).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, non-UTF-8 text), BOXLITE_ERROR_NOT_FOUND.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing a pointer; `runtime` is NULL or live;
+ * `id_or_name` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_runtime_get_box(boxlite_box_t **out, const boxlite_runtime_t *runtime, const char *id_or_name);
+
+/**
+ * Lists the runtime's boxes: every box of its home, whatever its state, ordered by
+ * creation time. On success `*out` owns the list (free with `boxlite_box_list_free`); it
+ * is a snapshot: boxes created or removed later do not change it. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing a pointer; `runtime` is NULL or live.
+ */
+boxlite_error_t *boxlite_runtime_list_boxes(boxlite_box_list_t **out, const boxlite_runtime_t *runtime);
+
+/**
+ * The number of boxes in the list. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_list_len(size_t *out, const boxlite_box_list_t *list);
+
+/**
+ * A new handle to the list's box number `index` (0-based). On success `*out` owns it
+ * (free with `boxlite_box_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or an
+ * index past the end. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing a pointer; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_list_get(boxlite_box_t **out, const boxlite_box_list_t *list, size_t index);
+
+/**
+ * The number of box directories of the home that could not be loaded (an unreadable or
+ * corrupt record, moved aside to `boxes/.invalid-<id>` with its disk; or a record written
+ * by a newer boxlite, left in place). They are never deleted by the library. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_list_invalid_len(size_t *out, const boxlite_box_list_t *list);
+
+/**
+ * Invalid box number `index`: its id, why it could not be loaded, and the directory that
+ * now holds it (each out-parameter may be NULL if not wanted; the strings are owned by
+ * the list, valid until `boxlite_box_list_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT
+ * for a NULL list or an index past the end. Thread-safe.
+ *
+ * # Safety
+ * Each out-parameter is NULL or valid for writing a pointer; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_list_invalid_get(const char **out_id, const char **out_reason, const char **out_dir, const boxlite_box_list_t *list, size_t index);
+
+/**
+ * Frees a box list (handles taken from it stay valid). NULL does nothing.
+ *
+ * # Safety
+ * `list` is NULL or live, and not used afterwards.
+ */
+void boxlite_box_list_free(boxlite_box_list_t *list);
+
+/**
  * The box's id: NUL-terminated, owned by the handle (valid until `boxlite_box_free`).
  * NULL for a NULL box. Thread-safe.
  *
@@ -455,6 +627,45 @@ boxlite_error_t *boxlite_box_create(boxlite_box_t **out, const boxlite_runtime_t
  * `box` is NULL or live.
  */
 const char *boxlite_box_id(const boxlite_box_t *box);
+
+/**
+ * The box's name: NUL-terminated, owned by the handle (valid until `boxlite_box_free`);
+ * NULL if it has none or for a NULL box. Thread-safe.
+ *
+ * # Safety
+ * `box` is NULL or live.
+ */
+const char *boxlite_box_name(const boxlite_box_t *box);
+
+/**
+ * The image the box runs, as normalised at create (`registry/repository:tag`):
+ * NUL-terminated, owned by the handle; NULL for a box on a root disk or a NULL box.
+ * Thread-safe.
+ *
+ * # Safety
+ * `box` is NULL or live.
+ */
+const char *boxlite_box_image(const boxlite_box_t *box);
+
+/**
+ * When the box was created, in milliseconds since the Unix epoch (0 for a box recorded by
+ * a boxlite older than 0.2). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_created_at(uint64_t *out, const boxlite_box_t *box);
+
+/**
+ * Why the box last stopped when nobody asked it to (e.g. "its VM ended on its own (shim
+ * killed by signal 9)"): on success `*out` is a NUL-terminated string the caller owns
+ * (free with `boxlite_string_free`), or NULL if the box is running, was stopped on
+ * request, or never ran. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing a pointer; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_stop_reason(char **out, const boxlite_box_t *box);
 
 /**
  * Boots the box's VM and waits until its agent answers (no-op if running). Blocks.
@@ -477,14 +688,25 @@ boxlite_error_t *boxlite_box_start(const boxlite_box_t *box);
 boxlite_error_t *boxlite_box_stop(const boxlite_box_t *box);
 
 /**
- * Removes the box and its files. A running box is refused
- * (BOXLITE_ERROR_INVALID_STATE) unless `force`, which stops it first. The handle stays
- * valid (only for `boxlite_box_id` and `boxlite_box_free`). Blocks. Thread-safe.
+ * Stops the box (as `boxlite_box_stop`) and boots it again: its disk, and so its files
+ * and installed packages, are kept. Blocks. Errors: those of `boxlite_box_stop` and
+ * `boxlite_box_start`. Thread-safe.
  *
  * # Safety
  * `box` is NULL or live.
  */
-boxlite_error_t *boxlite_box_remove(const boxlite_box_t *box, bool force);
+boxlite_error_t *boxlite_box_restart(const boxlite_box_t *box);
+
+/**
+ * Removes the box and its files. `flags`: 0 refuses a running box
+ * (BOXLITE_ERROR_INVALID_STATE); BOXLITE_REMOVE_FORCE stops it first. The handle stays
+ * valid (only for `boxlite_box_id` and `boxlite_box_free`). Blocks. Errors also:
+ * BOXLITE_ERROR_INVALID_ARGUMENT (NULL box, unknown flag bits). Thread-safe.
+ *
+ * # Safety
+ * `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_remove(const boxlite_box_t *box, uint32_t flags);
 
 /**
  * Frees a box handle (the box itself lives on in its runtime). NULL does nothing.
@@ -495,29 +717,31 @@ boxlite_error_t *boxlite_box_remove(const boxlite_box_t *box, bool force);
 void boxlite_box_free(boxlite_box_t *box);
 
 /**
- * The box's state (BOXLITE_BOX_*); BOXLITE_BOX_REMOVED for a NULL box. Thread-safe.
- *
- * # Safety
- * `box` is NULL or live.
- */
-boxlite_box_status_t boxlite_box_status(const boxlite_box_t *box);
-
-/**
- * Writes the box's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
- * Thread-safe.
+ * Writes the box's state (BOXLITE_BOX_*) to `*out` (see `boxlite_box_stop_reason` for why
+ * a box stopped). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
  *
  * # Safety
  * `out` is NULL or valid for writing; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_status(boxlite_box_status_t *out, const boxlite_box_t *box);
+
+/**
+ * Writes the box's figures to `*out`, a sized struct (its `size` set by the caller).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or a `size` under 4. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing `out->size` bytes; `box` is NULL or live.
  */
 boxlite_error_t *boxlite_box_metrics(boxlite_box_metrics_t *out, const boxlite_box_t *box);
 
 /**
- * Asks the running box's agent for its CPU time, memory and uptime. Blocks (briefly).
- * Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_INVALID_STATE (not running),
- * BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED. Thread-safe.
+ * Asks the running box's agent for its CPU time, memory and uptime, written to `*out` (a
+ * sized struct). Blocks (briefly). Errors: BOXLITE_ERROR_INVALID_ARGUMENT,
+ * BOXLITE_ERROR_INVALID_STATE (not running), BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED.
+ * Thread-safe.
  *
  * # Safety
- * `out` is NULL or valid for writing; `box` is NULL or live.
+ * `out` is NULL or valid for writing `out->size` bytes; `box` is NULL or live.
  */
 boxlite_error_t *boxlite_box_guest_stats(boxlite_guest_stats_t *out, const boxlite_box_t *box);
 
@@ -621,8 +845,9 @@ void boxlite_command_free(boxlite_command_t *command);
 /**
  * Starts `command` in the box (booting it first if needed) and returns at once. Output
  * goes to the callbacks (`callbacks` NULL, or a NULL callback: that output is read and
- * dropped). `on_exit` fires exactly once; `user_data_free` exactly once, even when this
- * call fails. On success `*out` owns the execution (free with `boxlite_execution_free`).
+ * dropped). If this call succeeds, `on_exit` fires exactly once, after the last output; if
+ * it fails, no callback but `user_data_free` runs (the error is this call's result).
+ * `user_data_free` runs exactly once either way. On success `*out` owns the execution (free with `boxlite_execution_free`).
  * Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, unknown callbacks version),
  * BOXLITE_ERROR_PROGRAM_NOT_FOUND, BOXLITE_ERROR_NOT_EXECUTABLE,
  * BOXLITE_ERROR_WORKING_DIR_NOT_FOUND, BOXLITE_ERROR_USER_NOT_FOUND, and the boot errors
@@ -656,14 +881,56 @@ boxlite_error_t *boxlite_execution_close_stdin(const boxlite_execution_t *execut
 
 /**
  * Blocks until the execution is over (its output delivered, `on_exit` called) and writes
- * its status to `*out_status`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, or the error that
- * ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be called again;
- * must not be called from this execution's own callbacks (it would wait for itself).
+ * its status to `*out_status` (a sized struct). Errors: BOXLITE_ERROR_INVALID_ARGUMENT, or
+ * the error that ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be
+ * called again; must not be called from this execution's own callbacks (it would wait for
+ * itself).
  *
  * # Safety
- * `out_status` is NULL or valid for writing; `execution` is NULL or live.
+ * `out_status` is NULL or valid for writing `out_status->size` bytes; `execution` is NULL
+ * or live.
  */
 boxlite_error_t *boxlite_execution_wait(boxlite_exit_status_t *out_status, const boxlite_execution_t *execution);
+
+/**
+ * As `boxlite_execution_wait`, but gives up after `timeout_ms` milliseconds (0: only
+ * looks): an execution still running then is BOXLITE_ERROR_STILL_RUNNING, its own result
+ * (`*out_status` untouched; call again later). Lets an event loop poll without blocking
+ * a thread for long. Thread-safe; not from this execution's own callbacks.
+ *
+ * # Safety
+ * As `boxlite_execution_wait`.
+ */
+boxlite_error_t *boxlite_execution_wait_timeout(boxlite_exit_status_t *out_status, const boxlite_execution_t *execution, uint64_t timeout_ms);
+
+/**
+ * Changes the window size of an execution started with `boxlite_command_set_tty` (the
+ * process gets SIGWINCH). Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULL, a zero size),
+ * BOXLITE_ERROR_AGENT (not a tty execution, or it ended), BOXLITE_ERROR_VM_EXITED.
+ * Thread-safe.
+ *
+ * # Safety
+ * `execution` is NULL or live.
+ */
+boxlite_error_t *boxlite_execution_resize(const boxlite_execution_t *execution, uint16_t rows, uint16_t cols);
+
+/**
+ * The execution's id in its box: NUL-terminated, owned by the handle (valid until
+ * `boxlite_execution_free`); NULL for a NULL execution. Thread-safe.
+ *
+ * # Safety
+ * `execution` is NULL or live.
+ */
+const char *boxlite_execution_id(const boxlite_execution_t *execution);
+
+/**
+ * Writes the process's id inside the box to `*out` (the guest's word). Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `execution` is NULL or live.
+ */
+boxlite_error_t *boxlite_execution_pid(uint32_t *out, const boxlite_execution_t *execution);
 
 /**
  * Sends `signal` (1-64) to the process. Thread-safe.
@@ -719,12 +986,13 @@ const uint8_t *boxlite_output_stdout(const boxlite_output_t *output, size_t *len
 const uint8_t *boxlite_output_stderr(const boxlite_output_t *output, size_t *len);
 
 /**
- * The process's exit status (all zero for a NULL output).
+ * Writes the process's exit status to `*out` (a sized struct). Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
  *
  * # Safety
- * `output` is NULL or live.
+ * `out` is NULL or valid for writing `out->size` bytes; `output` is NULL or live.
  */
-boxlite_exit_status_t boxlite_output_status(const boxlite_output_t *output);
+boxlite_error_t *boxlite_output_status(boxlite_exit_status_t *out, const boxlite_output_t *output);
 
 /**
  * Frees a run result. NULL does nothing.
@@ -733,6 +1001,112 @@ boxlite_exit_status_t boxlite_output_status(const boxlite_output_t *output);
  * `output` is NULL or live, and not used afterwards.
  */
 void boxlite_output_free(boxlite_output_t *output);
+
+/**
+ * Pulls an image (`name[:tag][@digest]`) into the runtime's cache, fetching only blobs it
+ * does not have. On success, if `out_digest` is not NULL, `*out_digest` is the manifest
+ * digest it resolved to (`sha256:...`, owned by the caller: free with
+ * `boxlite_string_free`). `progress` may be NULL; it runs on the calling thread, outside
+ * the library's locks, so it may call back into the library. Blocks. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, a malformed reference), BOXLITE_ERROR_NOT_FOUND,
+ * BOXLITE_ERROR_UNAUTHORIZED, BOXLITE_ERROR_PULL (network, or an HTTP registry not marked
+ * insecure: the message says so), BOXLITE_ERROR_IMAGE (verification failed),
+ * BOXLITE_ERROR_CANCELLED. Thread-safe.
+ *
+ * # Safety
+ * `out_digest` is NULL or valid for writing a pointer; `runtime` is NULL or live;
+ * `reference` is NULL or NUL-terminated; `progress` obeys its contract.
+ */
+boxlite_error_t *boxlite_runtime_pull_image(char **out_digest, const boxlite_runtime_t *runtime, const char *reference, boxlite_pull_progress_cb progress, void *user_data);
+
+/**
+ * Imports an image from an OCI image layout directory and caches it as `name`. `tag`
+ * picks the layout's image (`org.opencontainers.image.ref.name`); NULL takes its only
+ * image. `out_digest` as for `boxlite_runtime_pull_image`. Blocks. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_NOT_FOUND (no such tag),
+ * BOXLITE_ERROR_IMAGE (not a layout, or a blob failed verification). Thread-safe.
+ *
+ * # Safety
+ * `out_digest` is NULL or valid for writing a pointer; `runtime` is NULL or live; the
+ * strings are NULL or NUL-terminated (`tag` may be NULL).
+ */
+boxlite_error_t *boxlite_runtime_import_image(char **out_digest, const boxlite_runtime_t *runtime, const char *layout_dir, const char *tag, const char *name);
+
+/**
+ * Imports an image from an archive: a tar of an OCI image layout, or what `docker save`
+ * writes; otherwise as `boxlite_runtime_import_image` (`tag` picks the image, NULL takes
+ * the only one). Blocks. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_NOT_FOUND,
+ * BOXLITE_ERROR_IMAGE (neither kind of archive, or a blob failed verification),
+ * BOXLITE_ERROR_IO. Thread-safe.
+ *
+ * # Safety
+ * As `boxlite_runtime_import_image`.
+ */
+boxlite_error_t *boxlite_runtime_import_image_archive(char **out_digest, const boxlite_runtime_t *runtime, const char *archive, const char *tag, const char *name);
+
+/**
+ * Removes an image from the cache. `flags`: 0 refuses (BOXLITE_ERROR_INVALID_STATE) while
+ * a box uses it; BOXLITE_REMOVE_FORCE removes it anyway. Errors also:
+ * BOXLITE_ERROR_NOT_FOUND, BOXLITE_ERROR_INVALID_ARGUMENT (unknown flag bits). Thread-safe.
+ *
+ * # Safety
+ * `runtime` is NULL or live; `reference` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_runtime_remove_image(const boxlite_runtime_t *runtime, const char *reference, uint32_t flags);
+
+/**
+ * Lists the cached images, ordered by reference. On success `*out` owns the list (free
+ * with `boxlite_image_list_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs),
+ * BOXLITE_ERROR_IO, BOXLITE_ERROR_IMAGE (an unreadable cache entry). Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing a pointer; `runtime` is NULL or live.
+ */
+boxlite_error_t *boxlite_runtime_list_images(boxlite_image_list_t **out, const boxlite_runtime_t *runtime);
+
+/**
+ * The number of images in the list. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_image_list_len(size_t *out, const boxlite_image_list_t *list);
+
+/**
+ * Image number `index`: its reference, its manifest digest (strings owned by the list,
+ * valid until `boxlite_image_list_free`) and the size of its layers in bytes. Each
+ * out-parameter may be NULL if not wanted. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a
+ * NULL list or an index past the end. Thread-safe.
+ *
+ * # Safety
+ * Each out-parameter is NULL or valid for writing; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_image_list_get(const char **out_reference, const char **out_digest, uint64_t *out_size, const boxlite_image_list_t *list, size_t index);
+
+/**
+ * Frees an image list. NULL does nothing.
+ *
+ * # Safety
+ * `list` is NULL or live, and not used afterwards.
+ */
+void boxlite_image_list_free(boxlite_image_list_t *list);
+
+/**
+ * Routes the library's log records of `max_level` (a BOXLITE_LOG_* value) and more severe
+ * to `callback`, for the whole process, replacing any callback set before (whose
+ * `user_data_free` then runs, once no record is being delivered to it). A NULL `callback`
+ * stops the routing. Without a callback (and without `boxlite_runtime_options_set_log_to_home`)
+ * the library installs no logger of its own. `user_data_free` runs exactly once: when the
+ * callback is replaced or removed, at once if `callback` is NULL, or before an error
+ * returns. Errors: BOXLITE_ERROR_INVALID_ARGUMENT (an
+ * unknown level), BOXLITE_ERROR_INVALID_STATE (the application installed a Rust `tracing`
+ * subscriber of its own, which already receives the records). Thread-safe.
+ *
+ * # Safety
+ * `callback` obeys its contract; `user_data_free`, if not NULL, may be called with
+ * `user_data` once.
+ */
+boxlite_error_t *boxlite_log_set_callback(boxlite_log_cb callback, boxlite_log_level_t max_level, void *user_data, boxlite_user_data_free_cb user_data_free);
 
 /**
  * Creates runtime options with the defaults (home: $BOXLITE_HOME or ~/.boxlite; engine:
@@ -783,6 +1157,18 @@ boxlite_error_t *boxlite_runtime_options_add_insecure_registry(boxlite_runtime_o
 boxlite_error_t *boxlite_runtime_options_set_registry_credentials(boxlite_runtime_options_t *options, const char *registry, const char *username, const char *password);
 
 /**
+ * Writes the process's boxlite logs (info and more severe) to `<home>/logs/boxlite.log`,
+ * rotated daily, when `enabled` (off by default: see also `boxlite_log_set_callback`).
+ * `boxlite_runtime_new` then fails with BOXLITE_ERROR_INVALID_STATE if the application
+ * installed a Rust `tracing` subscriber of its own. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
+ * for a NULL `options`. Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+boxlite_error_t *boxlite_runtime_options_set_log_to_home(boxlite_runtime_options_t *options, bool enabled);
+
+/**
  * Frees runtime options. NULL does nothing.
  *
  * # Safety
@@ -822,45 +1208,11 @@ void boxlite_runtime_free(boxlite_runtime_t *runtime);
 const char *boxlite_runtime_home(const boxlite_runtime_t *runtime);
 
 /**
- * Pulls an image (`name[:tag][@digest]`) into the runtime's cache, fetching only blobs it
- * does not have. `progress` may be NULL; it runs on the calling thread. Blocks. Errors:
- * BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, a malformed reference), BOXLITE_ERROR_NOT_FOUND,
- * BOXLITE_ERROR_UNAUTHORIZED, BOXLITE_ERROR_PULL (network, or an HTTP registry not marked
- * insecure: the message says so), BOXLITE_ERROR_IMAGE (verification failed),
- * BOXLITE_ERROR_CANCELLED. Thread-safe.
+ * Writes the runtime's figures to `*out`, a sized struct (its `size` set by the caller).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or a `size` under 4. Thread-safe.
  *
  * # Safety
- * `runtime` is NULL or live; `reference` is NULL or NUL-terminated; `progress` obeys its
- * contract.
- */
-boxlite_error_t *boxlite_runtime_pull_image(const boxlite_runtime_t *runtime, const char *reference, boxlite_pull_progress_cb progress, void *user_data);
-
-/**
- * Imports an image from an OCI image layout directory and caches it as `name`. `tag`
- * picks the layout's image (`org.opencontainers.image.ref.name`); NULL takes its only
- * image. Blocks. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_NOT_FOUND (no such
- * tag), BOXLITE_ERROR_IMAGE (not a layout, or a blob failed verification). Thread-safe.
- *
- * # Safety
- * `runtime` is NULL or live; the strings are NULL or NUL-terminated (`tag` may be NULL).
- */
-boxlite_error_t *boxlite_runtime_import_image(const boxlite_runtime_t *runtime, const char *layout_dir, const char *tag, const char *name);
-
-/**
- * Removes an image from the cache; refused (BOXLITE_ERROR_INVALID_STATE) while a box uses
- * it unless `force`. Errors also: BOXLITE_ERROR_NOT_FOUND. Thread-safe.
- *
- * # Safety
- * `runtime` is NULL or live; `reference` is NULL or NUL-terminated.
- */
-boxlite_error_t *boxlite_runtime_remove_image(const boxlite_runtime_t *runtime, const char *reference, bool force);
-
-/**
- * Writes the runtime's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
- * Thread-safe.
- *
- * # Safety
- * `out` is NULL or valid for writing; `runtime` is NULL or live.
+ * `out` is NULL or valid for writing `out->size` bytes; `runtime` is NULL or live.
  */
 boxlite_error_t *boxlite_runtime_metrics(boxlite_runtime_metrics_t *out, const boxlite_runtime_t *runtime);
 

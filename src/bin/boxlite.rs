@@ -94,7 +94,7 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
     let engine = cli.engine.parse::<EngineChoice>()?;
     let open = || {
         let registries = RegistryOptions { insecure: cli.insecure_registries.clone(), ..Default::default() };
-        BoxliteRuntime::new(RuntimeOptions { home: cli.home.clone(), engine, registries })
+        BoxliteRuntime::new(RuntimeOptions { home: cli.home.clone(), engine, registries, log_to_home: true })
     };
     match cli.command {
         Command::Run { name, image, import_layout, memory, timings, command } => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::error::boxlite_error_t;
 use super::runtime::boxlite_runtime_t;
-use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg};
+use super::{block_on, check_flags, free_handle, out_of_range, guard, guard_value, guard_void, handle, out_arg, owned_string, sized_len, str_arg, write_sized, SizedStruct};
 use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
 use crate::runtime::error::Error;
 use crate::runtime::home::BoxliteRuntime;
@@ -24,7 +24,36 @@ pub struct boxlite_box_t {
     pub(crate) lite_box: LiteBox,
     runtime: BoxliteRuntime,
     id_c: CString,
+    name_c: Option<CString>,
+    image_c: Option<CString>,
 }
+
+impl boxlite_box_t {
+    fn new(lite_box: LiteBox, runtime: BoxliteRuntime) -> boxlite_box_t {
+        // Ids are hex digits; names are checked to be [A-Za-z0-9._-]; image references
+        // are normalised by oci-client: none holds a NUL.
+        let text = |s: &str| CString::new(s).expect("ids, names and references hold no NUL");
+        boxlite_box_t {
+            id_c: text(lite_box.id()),
+            name_c: lite_box.name().map(text),
+            image_c: lite_box.image().map(text),
+            lite_box,
+            runtime,
+        }
+    }
+
+    fn into_raw(self) -> *mut boxlite_box_t {
+        Box::into_raw(Box::new(self))
+    }
+}
+
+/// Flags of `boxlite_box_remove` and `boxlite_runtime_remove_image`: stop a running box
+/// first / remove an image even though boxes use it.
+pub const BOXLITE_REMOVE_FORCE: u32 = 1;
+
+/// Flags of `boxlite_box_options_set_root_disk`: the disk is opened read-only (several
+/// boxes may share it).
+pub const BOXLITE_DISK_READ_ONLY: u32 = 1;
 
 /// Creates box options with the defaults. On success `*out` owns them (free with
 /// `boxlite_box_options_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT if `out` is NULL.
@@ -165,9 +194,10 @@ pub unsafe extern "C" fn boxlite_box_options_set_disk_size_gib(options: *mut box
     }
 }
 
-/// Sets the box's root disk: a raw ext4 image (path copied; must exist at create). With
-/// `read_only`, several boxes may share one image. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
-/// for NULL arguments or a non-UTF-8 path. Not thread-safe for the same options object.
+/// Sets the box's root disk: a raw ext4 image (path copied; must exist at create). `flags`:
+/// 0 or BOXLITE_DISK_READ_ONLY (several boxes may then share one image). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments, a non-UTF-8 path or unknown flag
+/// bits. Not thread-safe for the same options object.
 ///
 /// # Safety
 /// `options` is NULL or live; `path` is NULL or NUL-terminated.
@@ -175,12 +205,14 @@ pub unsafe extern "C" fn boxlite_box_options_set_disk_size_gib(options: *mut box
 pub unsafe extern "C" fn boxlite_box_options_set_root_disk(
     options: *mut boxlite_box_options_t,
     path: *const c_char,
-    read_only: bool,
+    flags: u32,
 ) -> *mut boxlite_error_t {
     // SAFETY: forwarded caller contracts.
     unsafe {
         with_options(options, |o| {
+            check_flags(flags, BOXLITE_DISK_READ_ONLY, "flags")?;
             let path = PathBuf::from(str_arg(path, "path")?);
+            let read_only = flags & BOXLITE_DISK_READ_ONLY != 0;
             o.root_disk = Some(RootDisk { path, format: DiskFormat::Raw, read_only });
             Ok(())
         })
@@ -218,11 +250,171 @@ pub unsafe extern "C" fn boxlite_box_create(
         // SAFETY: NULL or live (caller's contract).
         let options = unsafe { options.as_ref() }.map(|o| o.options.clone()).unwrap_or_default();
         let lite_box = runtime.create_box(options)?;
-        let id_c = CString::new(lite_box.id()).expect("box ids are hex digits");
         // SAFETY: checked non-NULL above.
-        unsafe { *out = Box::into_raw(Box::new(boxlite_box_t { lite_box, runtime, id_c })) };
+        unsafe { *out = boxlite_box_t::new(lite_box, runtime).into_raw() };
         Ok(())
     })
+}
+
+/// Finds a box of `runtime` by id or by name: boxes created by earlier runtimes on the same
+/// home (and detached boxes still running) are found too. On success `*out` owns a new
+/// handle to it (free with `boxlite_box_free`; handles to one box share its state).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, non-UTF-8 text), BOXLITE_ERROR_NOT_FOUND.
+/// Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `runtime` is NULL or live;
+/// `id_or_name` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_get_box(
+    out: *mut *mut boxlite_box_t,
+    runtime: *const boxlite_runtime_t,
+    id_or_name: *const c_char,
+) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let runtime = unsafe { handle(runtime, "runtime") }?.runtime.clone();
+        // SAFETY: NULL or NUL-terminated (caller's contract).
+        let id_or_name = unsafe { str_arg(id_or_name, "id_or_name") }?;
+        let lite_box = runtime.get_box(id_or_name).ok_or_else(|| Error::NotFound { what: format!("box {id_or_name:?} (neither an id nor a name of this runtime's boxes)") })?;
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = boxlite_box_t::new(lite_box, runtime).into_raw() };
+        Ok(())
+    })
+}
+
+/// A snapshot of a runtime's boxes (`boxlite_runtime_list_boxes`), oldest first, and of
+/// the box directories that could not be loaded.
+pub struct boxlite_box_list_t {
+    boxes: Vec<LiteBox>,
+    runtime: BoxliteRuntime,
+    invalid: Vec<InvalidEntry>,
+}
+
+/// A box directory whose record could not be read, as C strings owned by the list.
+struct InvalidEntry {
+    id: CString,
+    reason: CString,
+    dir: CString,
+}
+
+/// Lists the runtime's boxes: every box of its home, whatever its state, ordered by
+/// creation time. On success `*out` owns the list (free with `boxlite_box_list_free`); it
+/// is a snapshot: boxes created or removed later do not change it. Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `runtime` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_list_boxes(out: *mut *mut boxlite_box_list_t, runtime: *const boxlite_runtime_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let runtime = unsafe { handle(runtime, "runtime") }?.runtime.clone();
+        let mut boxes = runtime.list_boxes();
+        boxes.sort_by(|a, b| a.created_at().cmp(&b.created_at()).then_with(|| a.id().cmp(b.id())));
+        let text = |s: &str| CString::new(s.replace('\0', "\\0")).expect("NULs were replaced");
+        let invalid: Vec<InvalidEntry> = Vec::new(); // MERGE: runtime.invalid_boxes()
+        let _ = text;
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = Box::into_raw(Box::new(boxlite_box_list_t { boxes, runtime, invalid })) };
+        Ok(())
+    })
+}
+
+/// The number of boxes in the list. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+/// Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_list_len(out: *mut usize, list: *const boxlite_box_list_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let len = unsafe { handle(list, "list") }?.boxes.len();
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = len };
+        Ok(())
+    })
+}
+
+/// A new handle to the list's box number `index` (0-based). On success `*out` owns it
+/// (free with `boxlite_box_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or an
+/// index past the end. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_list_get(out: *mut *mut boxlite_box_t, list: *const boxlite_box_list_t, index: usize) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let list = unsafe { handle(list, "list") }?;
+        let lite_box = list.boxes.get(index).ok_or_else(|| out_of_range(index, list.boxes.len()))?.clone();
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = boxlite_box_t::new(lite_box, list.runtime.clone()).into_raw() };
+        Ok(())
+    })
+}
+
+/// The number of box directories of the home that could not be loaded (an unreadable or
+/// corrupt record, moved aside to `boxes/.invalid-<id>` with its disk; or a record written
+/// by a newer boxlite, left in place). They are never deleted by the library. Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_list_invalid_len(out: *mut usize, list: *const boxlite_box_list_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let len = unsafe { handle(list, "list") }?.invalid.len();
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = len };
+        Ok(())
+    })
+}
+
+/// Invalid box number `index`: its id, why it could not be loaded, and the directory that
+/// now holds it (each out-parameter may be NULL if not wanted; the strings are owned by
+/// the list, valid until `boxlite_box_list_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT
+/// for a NULL list or an index past the end. Thread-safe.
+///
+/// # Safety
+/// Each out-parameter is NULL or valid for writing a pointer; `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_list_invalid_get(
+    out_id: *mut *const c_char,
+    out_reason: *mut *const c_char,
+    out_dir: *mut *const c_char,
+    list: *const boxlite_box_list_t,
+    index: usize,
+) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let list = unsafe { handle(list, "list") }?;
+        let entry = list.invalid.get(index).ok_or_else(|| out_of_range(index, list.invalid.len()))?;
+        for (out, text) in [(out_id, &entry.id), (out_reason, &entry.reason), (out_dir, &entry.dir)] {
+            if !out.is_null() {
+                // SAFETY: non-NULL and valid for writes (caller's contract).
+                unsafe { *out = text.as_ptr() };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Frees a box list (handles taken from it stay valid). NULL does nothing.
+///
+/// # Safety
+/// `list` is NULL or live, and not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_list_free(list: *mut boxlite_box_list_t) {
+    // SAFETY: NULL or from Box::into_raw, given up by the caller.
+    guard_void(|| unsafe { free_handle(list) })
 }
 
 /// The box's id: NUL-terminated, owned by the handle (valid until `boxlite_box_free`).
@@ -234,6 +426,66 @@ pub unsafe extern "C" fn boxlite_box_create(
 pub unsafe extern "C" fn boxlite_box_id(r#box: *const boxlite_box_t) -> *const c_char {
     // SAFETY: NULL or live (caller's contract).
     guard_value(std::ptr::null(), || unsafe { handle(r#box, "box") }.map_or(std::ptr::null(), |b| b.id_c.as_ptr()))
+}
+
+/// The box's name: NUL-terminated, owned by the handle (valid until `boxlite_box_free`);
+/// NULL if it has none or for a NULL box. Thread-safe.
+///
+/// # Safety
+/// `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_name(r#box: *const boxlite_box_t) -> *const c_char {
+    // SAFETY: NULL or live (caller's contract).
+    guard_value(std::ptr::null(), || unsafe { r#box.as_ref() }.and_then(|b| b.name_c.as_ref()).map_or(std::ptr::null(), |n| n.as_ptr()))
+}
+
+/// The image the box runs, as normalised at create (`registry/repository:tag`):
+/// NUL-terminated, owned by the handle; NULL for a box on a root disk or a NULL box.
+/// Thread-safe.
+///
+/// # Safety
+/// `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_image(r#box: *const boxlite_box_t) -> *const c_char {
+    // SAFETY: NULL or live (caller's contract).
+    guard_value(std::ptr::null(), || unsafe { r#box.as_ref() }.and_then(|b| b.image_c.as_ref()).map_or(std::ptr::null(), |n| n.as_ptr()))
+}
+
+/// When the box was created, in milliseconds since the Unix epoch (0 for a box recorded by
+/// a boxlite older than 0.2). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_created_at(out: *mut u64, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let created = unsafe { handle(r#box, "box") }?.lite_box.created_at();
+        let ms = created.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = ms };
+        Ok(())
+    })
+}
+
+/// Why the box last stopped when nobody asked it to (e.g. "its VM ended on its own (shim
+/// killed by signal 9)"): on success `*out` is a NUL-terminated string the caller owns
+/// (free with `boxlite_string_free`), or NULL if the box is running, was stopped on
+/// request, or never ran. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer; `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_stop_reason(out: *mut *mut c_char, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let reason = unsafe { handle(r#box, "box") }?.lite_box.stop_reason();
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = reason.as_deref().map_or(std::ptr::null_mut(), owned_string) };
+        Ok(())
+    })
 }
 
 /// Boots the box's VM and waits until its agent answers (no-op if running). Blocks.
@@ -266,18 +518,35 @@ pub unsafe extern "C" fn boxlite_box_stop(r#box: *const boxlite_box_t) -> *mut b
     })
 }
 
-/// Removes the box and its files. A running box is refused
-/// (BOXLITE_ERROR_INVALID_STATE) unless `force`, which stops it first. The handle stays
-/// valid (only for `boxlite_box_id` and `boxlite_box_free`). Blocks. Thread-safe.
+/// Stops the box (as `boxlite_box_stop`) and boots it again: its disk, and so its files
+/// and installed packages, are kept. Blocks. Errors: those of `boxlite_box_stop` and
+/// `boxlite_box_start`. Thread-safe.
 ///
 /// # Safety
 /// `box` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_box_remove(r#box: *const boxlite_box_t, force: bool) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_box_restart(r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
     guard(|| {
         // SAFETY: NULL or live (caller's contract).
         let lite_box = unsafe { handle(r#box, "box") }?;
-        block_on(lite_box.runtime.remove_box(lite_box.lite_box.id(), force))
+        block_on(lite_box.lite_box.restart())
+    })
+}
+
+/// Removes the box and its files. `flags`: 0 refuses a running box
+/// (BOXLITE_ERROR_INVALID_STATE); BOXLITE_REMOVE_FORCE stops it first. The handle stays
+/// valid (only for `boxlite_box_id` and `boxlite_box_free`). Blocks. Errors also:
+/// BOXLITE_ERROR_INVALID_ARGUMENT (NULL box, unknown flag bits). Thread-safe.
+///
+/// # Safety
+/// `box` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_remove(r#box: *const boxlite_box_t, flags: u32) -> *mut boxlite_error_t {
+    guard(|| {
+        check_flags(flags, BOXLITE_REMOVE_FORCE, "flags")?;
+        // SAFETY: NULL or live (caller's contract).
+        let lite_box = unsafe { handle(r#box, "box") }?;
+        block_on(lite_box.runtime.remove_box(lite_box.lite_box.id(), flags & BOXLITE_REMOVE_FORCE != 0))
     })
 }
 
@@ -298,10 +567,14 @@ pub const BOXLITE_BOX_RUNNING: boxlite_box_status_t = 1;
 pub const BOXLITE_BOX_STOPPED: boxlite_box_status_t = 2;
 pub const BOXLITE_BOX_REMOVED: boxlite_box_status_t = 3;
 
-/// Figures of one box (`boxlite_box_metrics`).
+/// Figures of one box (`boxlite_box_metrics`). A sized struct: set `size` to
+/// `sizeof(boxlite_box_metrics_t)` first (BOXLITE_BOX_METRICS_INIT); the library writes
+/// no more than that.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct boxlite_box_metrics_t {
+    /// Set by the caller to the size of the struct it was compiled with.
+    pub size: u32,
     /// Boots of this box by this runtime.
     pub boots: u64,
     /// Milliseconds from start to agent ready of the last boot (0 before the first).
@@ -314,29 +587,38 @@ pub struct boxlite_box_metrics_t {
     pub bytes_in: u64,
 }
 
-/// The box's state (BOXLITE_BOX_*); BOXLITE_BOX_REMOVED for a NULL box. Thread-safe.
+/// Writes the box's state (BOXLITE_BOX_*) to `*out` (see `boxlite_box_stop_reason` for why
+/// a box stopped). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
 ///
 /// # Safety
-/// `box` is NULL or live.
+/// `out` is NULL or valid for writing; `box` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_box_status(r#box: *const boxlite_box_t) -> boxlite_box_status_t {
-    // SAFETY: NULL or live (caller's contract).
-    guard_value(BOXLITE_BOX_REMOVED, || match unsafe { handle(r#box, "box") } {
-        Ok(b) => match b.lite_box.status() {
+pub unsafe extern "C" fn boxlite_box_status(out: *mut boxlite_box_status_t, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let status = match unsafe { handle(r#box, "box") }?.lite_box.status() {
             BoxStatus::Configured => BOXLITE_BOX_CONFIGURED,
             BoxStatus::Running => BOXLITE_BOX_RUNNING,
             BoxStatus::Stopped => BOXLITE_BOX_STOPPED,
             BoxStatus::Removed => BOXLITE_BOX_REMOVED,
-        },
-        Err(_) => BOXLITE_BOX_REMOVED,
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = status };
+        Ok(())
     })
 }
 
-/// Writes the box's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
-/// Thread-safe.
+// SAFETY: repr(C), plain data, a u32 size first.
+unsafe impl SizedStruct for boxlite_box_metrics_t {}
+// SAFETY: repr(C), plain data, a u32 size first.
+unsafe impl SizedStruct for boxlite_guest_stats_t {}
+
+/// Writes the box's figures to `*out`, a sized struct (its `size` set by the caller).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or a `size` under 4. Thread-safe.
 ///
 /// # Safety
-/// `out` is NULL or valid for writing; `box` is NULL or live.
+/// `out` is NULL or valid for writing `out->size` bytes; `box` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_box_metrics(out: *mut boxlite_box_metrics_t, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
     guard(|| {
@@ -344,6 +626,7 @@ pub unsafe extern "C" fn boxlite_box_metrics(out: *mut boxlite_box_metrics_t, r#
         // SAFETY: NULL or live (caller's contract).
         let metrics = unsafe { handle(r#box, "box") }?.lite_box.metrics();
         let c = boxlite_box_metrics_t {
+            size: std::mem::size_of::<boxlite_box_metrics_t>() as u32,
             boots: metrics.boots,
             last_boot_ms: metrics.last_boot_ms.unwrap_or(0.0),
             executions_started: metrics.exec.started,
@@ -351,16 +634,18 @@ pub unsafe extern "C" fn boxlite_box_metrics(out: *mut boxlite_box_metrics_t, r#
             bytes_out: metrics.exec.bytes_out,
             bytes_in: metrics.exec.bytes_in,
         };
-        // SAFETY: checked non-NULL above.
-        unsafe { *out = c };
-        Ok(())
+        // SAFETY: valid for `out->size` bytes (caller's contract).
+        unsafe { write_sized(out, c, "out") }
     })
 }
 
 /// What the guest reports of itself (`boxlite_box_guest_stats`); the guest's word, untrusted.
+/// A sized struct: set `size` first (BOXLITE_GUEST_STATS_INIT).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct boxlite_guest_stats_t {
+    /// Set by the caller to the size of the struct it was compiled with.
+    pub size: u32,
     /// Busy CPU time of all vCPUs since boot, in milliseconds.
     pub cpu_busy_ms: u64,
     pub memory_total_kib: u64,
@@ -368,27 +653,29 @@ pub struct boxlite_guest_stats_t {
     pub uptime_us: u64,
 }
 
-/// Asks the running box's agent for its CPU time, memory and uptime. Blocks (briefly).
-/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_INVALID_STATE (not running),
-/// BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED. Thread-safe.
+/// Asks the running box's agent for its CPU time, memory and uptime, written to `*out` (a
+/// sized struct). Blocks (briefly). Errors: BOXLITE_ERROR_INVALID_ARGUMENT,
+/// BOXLITE_ERROR_INVALID_STATE (not running), BOXLITE_ERROR_AGENT, BOXLITE_ERROR_VM_EXITED.
+/// Thread-safe.
 ///
 /// # Safety
-/// `out` is NULL or valid for writing; `box` is NULL or live.
+/// `out` is NULL or valid for writing `out->size` bytes; `box` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_box_guest_stats(out: *mut boxlite_guest_stats_t, r#box: *const boxlite_box_t) -> *mut boxlite_error_t {
     guard(|| {
-        out_arg(out, "out")?;
+        // SAFETY: valid for its size or NULL (caller's contract).
+        unsafe { sized_len(out, "out") }?;
         // SAFETY: NULL or live (caller's contract).
         let lite_box = unsafe { handle(r#box, "box") }?.lite_box.clone();
         let stats = block_on(lite_box.guest_stats())?;
         let c = boxlite_guest_stats_t {
+            size: std::mem::size_of::<boxlite_guest_stats_t>() as u32,
             cpu_busy_ms: stats.cpu_busy_ms,
             memory_total_kib: stats.memory_total_kib,
             memory_available_kib: stats.memory_available_kib,
             uptime_us: stats.uptime_us,
         };
-        // SAFETY: checked non-NULL above.
-        unsafe { *out = c };
-        Ok(())
+        // SAFETY: valid for `out->size` bytes (caller's contract).
+        unsafe { write_sized(out, c, "out") }
     })
 }

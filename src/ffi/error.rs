@@ -49,6 +49,9 @@ pub const BOXLITE_ERROR_UNAUTHORIZED: boxlite_error_code_t = 17;
 pub const BOXLITE_ERROR_PULL: boxlite_error_code_t = 18;
 /// A callback asked to stop the operation.
 pub const BOXLITE_ERROR_CANCELLED: boxlite_error_code_t = 19;
+/// A bounded wait (`boxlite_execution_wait_timeout`) ended with the execution still
+/// running: not a failure; wait again later.
+pub const BOXLITE_ERROR_STILL_RUNNING: boxlite_error_code_t = 20;
 /// A bug in boxlite (a caught panic); the message says where.
 pub const BOXLITE_ERROR_INTERNAL: boxlite_error_code_t = 99;
 
@@ -86,6 +89,7 @@ fn code_of(error: &Error) -> boxlite_error_code_t {
             PullErrorKind::Cancelled => BOXLITE_ERROR_CANCELLED,
         },
         Error::Io { .. } => BOXLITE_ERROR_IO,
+        Error::StillRunning { .. } => BOXLITE_ERROR_STILL_RUNNING,
     }
 }
 

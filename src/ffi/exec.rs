@@ -1,24 +1,29 @@
 //! Commands, executions with callback streaming, and the blocking `boxlite_box_run`.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::boxes::boxlite_box_t;
 use super::error::{boxlite_error_t, error_parts, new_error};
-use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg, tokio};
+use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, sized_len, str_arg, tokio, write_sized, SizedStruct};
 use crate::runtime::error::Error;
 use crate::runtime::exec::{ExecCommand, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
+use crate::runtime::sink::{deliver, OutputSink, StreamKind};
 
 /// A command to run in a box (an opaque builder).
 pub struct boxlite_command_t {
     command: ExecCommand,
 }
 
-/// How a process ended.
+/// How a process ended. A sized struct: set `size` to `sizeof(boxlite_exit_status_t)`
+/// before passing it to a call that fills it (BOXLITE_EXIT_STATUS_INIT); the library writes
+/// no more than that. In `on_exit` it is the library's own, of the library's size.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct boxlite_exit_status_t {
+    /// The size of the struct: set by the caller (or, in `on_exit`, by the library).
+    pub size: u32,
     /// The exit code, or -1 if a signal ended the process.
     pub exit_code: i32,
     /// The signal that ended the process, or 0.
@@ -55,7 +60,8 @@ pub struct boxlite_exec_callbacks_t {
     pub on_stderr: boxlite_output_cb,
     pub on_exit: boxlite_exit_cb,
     pub user_data: *mut c_void,
-    /// Called exactly once, after the last callback (or at once if the exec fails to start).
+    /// Called exactly once: after the last callback, or before `boxlite_box_exec` returns
+    /// an error (then no other callback runs).
     pub user_data_free: boxlite_user_data_free_cb,
 }
 
@@ -95,6 +101,7 @@ struct Shared {
 /// process goes on, its callbacks too).
 pub struct boxlite_execution_t {
     shared: Arc<Shared>,
+    id_c: CString,
 }
 
 /// The collected result of `boxlite_box_run`.
@@ -231,13 +238,18 @@ pub unsafe extern "C" fn boxlite_command_set_tty(command: *mut boxlite_command_t
     // SAFETY: forwarded caller contract.
     unsafe {
         with_command(command, |c| {
-            if rows == 0 || cols == 0 {
-                return Err(Error::InvalidOption { field: "tty", reason: format!("{rows}x{cols} is not a terminal size") });
-            }
+            check_tty_size(rows, cols)?;
             c.tty = Some((rows, cols));
             Ok(())
         })
     }
+}
+
+fn check_tty_size(rows: u16, cols: u16) -> Result<(), Error> {
+    if rows == 0 || cols == 0 {
+        return Err(Error::InvalidOption { field: "tty", reason: format!("{rows}x{cols} is not a terminal size") });
+    }
+    Ok(())
 }
 
 /// Frees a command. NULL does nothing.
@@ -252,8 +264,9 @@ pub unsafe extern "C" fn boxlite_command_free(command: *mut boxlite_command_t) {
 
 /// Starts `command` in the box (booting it first if needed) and returns at once. Output
 /// goes to the callbacks (`callbacks` NULL, or a NULL callback: that output is read and
-/// dropped). `on_exit` fires exactly once; `user_data_free` exactly once, even when this
-/// call fails. On success `*out` owns the execution (free with `boxlite_execution_free`).
+/// dropped). If this call succeeds, `on_exit` fires exactly once, after the last output; if
+/// it fails, no callback but `user_data_free` runs (the error is this call's result).
+/// `user_data_free` runs exactly once either way. On success `*out` owns the execution (free with `boxlite_execution_free`).
 /// Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, unknown callbacks version),
 /// BOXLITE_ERROR_PROGRAM_NOT_FOUND, BOXLITE_ERROR_NOT_EXECUTABLE,
 /// BOXLITE_ERROR_WORKING_DIR_NOT_FOUND, BOXLITE_ERROR_USER_NOT_FOUND, and the boot errors
@@ -306,49 +319,36 @@ pub unsafe extern "C" fn boxlite_box_exec(
             .name("boxlite-exec".into())
             .spawn(move || drive(driver, stdout, stderr, owned))
             .map_err(|e| Error::io("starting the execution's callback thread", e))?;
+        // The guest's exec id was checked to be short when it started; show any NUL.
+        let id_c = CString::new(shared.execution.id().replace('\0', "\\0")).expect("NULs were replaced");
         // SAFETY: checked non-NULL above.
-        unsafe { *out = Box::into_raw(Box::new(boxlite_execution_t { shared })) };
+        unsafe { *out = Box::into_raw(Box::new(boxlite_execution_t { shared, id_c })) };
         Ok(())
     })
 }
 
-/// Delivers output to the callbacks, then the exit, on a plain thread of its own: callbacks
-/// may block or call back into the library without stalling the async runtime.
-fn drive(shared: Arc<Shared>, mut stdout: Option<OutputStream>, mut stderr: Option<OutputStream>, callbacks: Callbacks) {
-    let mut cancelled = false;
-    let mut failure: Option<Error> = None;
-    while stdout.is_some() || stderr.is_some() {
-        let (is_stdout, chunk) = block_on(async {
-            tokio::select! {
-                chunk = next(&mut stdout) => (true, chunk),
-                chunk = next(&mut stderr) => (false, chunk),
-            }
-        });
-        match chunk {
-            None => *(if is_stdout { &mut stdout } else { &mut stderr }) = None,
-            Some(Err(e)) => {
-                failure.get_or_insert(e);
-                *(if is_stdout { &mut stdout } else { &mut stderr }) = None;
-            }
-            Some(Ok(data)) if !cancelled => {
-                let callback = if is_stdout { callbacks.on_stdout } else { callbacks.on_stderr };
-                if let Some(callback) = callback {
-                    // SAFETY: the caller's callback with a buffer valid for the call.
-                    if unsafe { callback(data.as_ptr(), data.len(), callbacks.user_data) } != 0 {
-                        cancelled = true;
-                        let _ = block_on(shared.execution.kill());
-                    }
-                }
-            }
-            Some(Ok(_)) => {} // cancelled: drain without delivering
+/// The C callbacks as the runtime's output sink.
+impl OutputSink for Callbacks {
+    fn output(&mut self, stream: StreamKind, data: &[u8]) -> bool {
+        let callback = match stream {
+            StreamKind::Stdout => self.on_stdout,
+            StreamKind::Stderr => self.on_stderr,
+        };
+        match callback {
+            // SAFETY: the caller's callback with a buffer valid for the call.
+            Some(callback) => unsafe { callback(data.as_ptr(), data.len(), self.user_data) == 0 },
+            None => true,
         }
     }
-    let outcome: Outcome = match failure {
-        Some(e) => Err(error_parts(&e)),
-        None => match block_on(shared.execution.wait()) {
-            Ok(status) => Ok(exit_status(status, cancelled)),
-            Err(e) => Err(error_parts(&e)),
-        },
+}
+
+/// Delivers output to the callbacks, then the exit, on a plain thread of its own (see
+/// `runtime::sink`): callbacks may block or call back into the library.
+fn drive(shared: Arc<Shared>, stdout: Option<OutputStream>, stderr: Option<OutputStream>, mut callbacks: Callbacks) {
+    let delivered = deliver(tokio().handle(), &shared.execution, stdout, stderr, &mut callbacks);
+    let outcome: Outcome = match delivered {
+        Ok(d) => Ok(exit_status(d.status, d.cancelled)),
+        Err(e) => Err(error_parts(&e)),
     };
     if let Some(on_exit) = callbacks.on_exit {
         match &outcome {
@@ -370,15 +370,9 @@ fn drive(shared: Arc<Shared>, mut stdout: Option<OutputStream>, mut stderr: Opti
     drop(shared);
 }
 
-async fn next(stream: &mut Option<OutputStream>) -> Option<crate::runtime::error::Result<Vec<u8>>> {
-    match stream {
-        Some(s) => s.next_chunk().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn exit_status(status: ExecStatus, cancelled: bool) -> boxlite_exit_status_t {
     boxlite_exit_status_t {
+        size: std::mem::size_of::<boxlite_exit_status_t>() as u32,
         exit_code: status.code.unwrap_or(-1),
         signal: status.signal.unwrap_or(0),
         timed_out: status.timed_out,
@@ -438,29 +432,66 @@ pub unsafe extern "C" fn boxlite_execution_close_stdin(execution: *const boxlite
 }
 
 /// Blocks until the execution is over (its output delivered, `on_exit` called) and writes
-/// its status to `*out_status`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, or the error that
-/// ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be called again;
-/// must not be called from this execution's own callbacks (it would wait for itself).
+/// its status to `*out_status` (a sized struct). Errors: BOXLITE_ERROR_INVALID_ARGUMENT, or
+/// the error that ended the execution (e.g. BOXLITE_ERROR_VM_EXITED). Thread-safe; may be
+/// called again; must not be called from this execution's own callbacks (it would wait for
+/// itself).
 ///
 /// # Safety
-/// `out_status` is NULL or valid for writing; `execution` is NULL or live.
+/// `out_status` is NULL or valid for writing `out_status->size` bytes; `execution` is NULL
+/// or live.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_execution_wait(
     out_status: *mut boxlite_exit_status_t,
     execution: *const boxlite_execution_t,
 ) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe { wait_until(out_status, execution, None) }
+}
+
+/// As `boxlite_execution_wait`, but gives up after `timeout_ms` milliseconds (0: only
+/// looks): an execution still running then is BOXLITE_ERROR_STILL_RUNNING, its own result
+/// (`*out_status` untouched; call again later). Lets an event loop poll without blocking
+/// a thread for long. Thread-safe; not from this execution's own callbacks.
+///
+/// # Safety
+/// As `boxlite_execution_wait`.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_wait_timeout(
+    out_status: *mut boxlite_exit_status_t,
+    execution: *const boxlite_execution_t,
+    timeout_ms: u64,
+) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe { wait_until(out_status, execution, Some(Duration::from_millis(timeout_ms))) }
+}
+
+/// # Safety
+/// As `boxlite_execution_wait`.
+unsafe fn wait_until(out_status: *mut boxlite_exit_status_t, execution: *const boxlite_execution_t, timeout: Option<Duration>) -> *mut boxlite_error_t {
     let mut ended_by = None;
     let error = guard(|| {
-        out_arg(out_status, "out_status")?;
+        // SAFETY: valid for its size or NULL (caller's contract).
+        unsafe { sized_len(out_status, "out_status") }?;
         // SAFETY: NULL or live (caller's contract).
         let shared = &unsafe { handle(execution, "execution") }?.shared;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut outcome = shared.outcome.lock().unwrap_or_else(|e| e.into_inner());
         while outcome.is_none() {
-            outcome = shared.finished.wait(outcome).unwrap_or_else(|e| e.into_inner());
+            outcome = match deadline {
+                None => shared.finished.wait(outcome).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::StillRunning { what: format!("execution {}", shared.execution.id()) });
+                    }
+                    shared.finished.wait_timeout(outcome, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
         }
         match outcome.as_ref().expect("loop ends on Some") {
-            // SAFETY: checked non-NULL above.
-            Ok(status) => unsafe { *out_status = *status },
+            // SAFETY: valid for its size (caller's contract).
+            Ok(status) => unsafe { write_sized(out_status, *status, "out_status") }?,
             Err(parts) => ended_by = Some(parts.clone()),
         }
         Ok(())
@@ -469,6 +500,51 @@ pub unsafe extern "C" fn boxlite_execution_wait(
         Some((code, message)) if error.is_null() => new_error(code, message),
         _ => error,
     }
+}
+
+/// Changes the window size of an execution started with `boxlite_command_set_tty` (the
+/// process gets SIGWINCH). Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULL, a zero size),
+/// BOXLITE_ERROR_AGENT (not a tty execution, or it ended), BOXLITE_ERROR_VM_EXITED.
+/// Thread-safe.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_resize(execution: *const boxlite_execution_t, rows: u16, cols: u16) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let shared = &unsafe { handle(execution, "execution") }?.shared;
+        check_tty_size(rows, cols)?;
+        block_on(shared.execution.resize(rows, cols))
+    })
+}
+
+/// The execution's id in its box: NUL-terminated, owned by the handle (valid until
+/// `boxlite_execution_free`); NULL for a NULL execution. Thread-safe.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_id(execution: *const boxlite_execution_t) -> *const c_char {
+    // SAFETY: NULL or live (caller's contract).
+    guard_value(std::ptr::null(), || unsafe { execution.as_ref() }.map_or(std::ptr::null(), |e| e.id_c.as_ptr()))
+}
+
+/// Writes the process's id inside the box to `*out` (the guest's word). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or valid for writing; `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_pid(out: *mut u32, execution: *const boxlite_execution_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out, "out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let pid = unsafe { handle(execution, "execution") }?.shared.execution.pid();
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = pid };
+        Ok(())
+    })
 }
 
 /// Sends `signal` (1-64) to the process. Thread-safe.
@@ -570,15 +646,23 @@ unsafe fn bytes_of(output: *const boxlite_output_t, len: *mut usize, pick: fn(&E
     bytes.map_or(std::ptr::null(), |b| b.as_ptr())
 }
 
-/// The process's exit status (all zero for a NULL output).
+// SAFETY: repr(C), plain data, a u32 size first.
+unsafe impl SizedStruct for boxlite_exit_status_t {}
+
+/// Writes the process's exit status to `*out` (a sized struct). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
 ///
 /// # Safety
-/// `output` is NULL or live.
+/// `out` is NULL or valid for writing `out->size` bytes; `output` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_output_status(output: *const boxlite_output_t) -> boxlite_exit_status_t {
-    // SAFETY: NULL or live (caller's contract).
-    guard_value(boxlite_exit_status_t::default(), || {
-        unsafe { output.as_ref() }.map(|o| exit_status(o.output.status, false)).unwrap_or_default()
+pub unsafe extern "C" fn boxlite_output_status(out: *mut boxlite_exit_status_t, output: *const boxlite_output_t) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: valid for its size or NULL (caller's contract).
+        unsafe { sized_len(out, "out") }?;
+        // SAFETY: NULL or live (caller's contract).
+        let status = exit_status(unsafe { handle(output, "output") }?.output.status, false);
+        // SAFETY: valid for its size (caller's contract).
+        unsafe { write_sized(out, status, "out") }
     })
 }
 

@@ -1,16 +1,15 @@
 //! `boxlite_runtime_t` and its options.
 
-use std::ffi::{c_char, c_void, CString};
-use std::sync::Arc;
+use std::ffi::{c_char, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::error::boxlite_error_t;
-use super::{free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg};
+use super::{free_handle, guard, guard_value, guard_void, handle, out_arg, str_arg, write_sized, SizedStruct};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::Error;
 use crate::runtime::home::{BoxliteRuntime, RuntimeOptions};
-use crate::runtime::images::pull::{Credentials, ProgressFn, PullProgress};
+use crate::runtime::images::pull::Credentials;
 
 /// Engine choice for `boxlite_runtime_options_set_engine`.
 pub type boxlite_engine_t = u32;
@@ -143,6 +142,24 @@ pub unsafe extern "C" fn boxlite_runtime_options_set_registry_credentials(
     })
 }
 
+/// Writes the process's boxlite logs (info and more severe) to `<home>/logs/boxlite.log`,
+/// rotated daily, when `enabled` (off by default: see also `boxlite_log_set_callback`).
+/// `boxlite_runtime_new` then fails with BOXLITE_ERROR_INVALID_STATE if the application
+/// installed a Rust `tracing` subscriber of its own. Errors: BOXLITE_ERROR_INVALID_ARGUMENT
+/// for a NULL `options`. Not thread-safe for the same options object.
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_options_set_log_to_home(options: *mut boxlite_runtime_options_t, enabled: bool) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract); exclusive for this call.
+        let options = unsafe { options.as_mut() }.ok_or_else(|| super::null_argument("options"))?;
+        options.options.log_to_home = enabled;
+        Ok(())
+    })
+}
+
 /// Frees runtime options. NULL does nothing.
 ///
 /// # Safety
@@ -204,109 +221,13 @@ pub unsafe extern "C" fn boxlite_runtime_home(runtime: *const boxlite_runtime_t)
     guard_value(std::ptr::null(), || unsafe { handle(runtime, "runtime") }.map_or(std::ptr::null(), |r| r.home_c.as_ptr()))
 }
 
-/// Receives pull progress: the blob's digest (valid during the call), bytes so far and its
-/// size. Return 0 to go on; non-zero cancels the pull (BOXLITE_ERROR_CANCELLED).
-pub type boxlite_pull_progress_cb =
-    Option<unsafe extern "C" fn(digest: *const c_char, done: u64, total: u64, user_data: *mut c_void) -> i32>;
-
-/// Pulls an image (`name[:tag][@digest]`) into the runtime's cache, fetching only blobs it
-/// does not have. `progress` may be NULL; it runs on the calling thread. Blocks. Errors:
-/// BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, a malformed reference), BOXLITE_ERROR_NOT_FOUND,
-/// BOXLITE_ERROR_UNAUTHORIZED, BOXLITE_ERROR_PULL (network, or an HTTP registry not marked
-/// insecure: the message says so), BOXLITE_ERROR_IMAGE (verification failed),
-/// BOXLITE_ERROR_CANCELLED. Thread-safe.
-///
-/// # Safety
-/// `runtime` is NULL or live; `reference` is NULL or NUL-terminated; `progress` obeys its
-/// contract.
-#[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_pull_image(
-    runtime: *const boxlite_runtime_t,
-    reference: *const c_char,
-    progress: boxlite_pull_progress_cb,
-    user_data: *mut c_void,
-) -> *mut boxlite_error_t {
-    guard(|| {
-        // SAFETY: NULL or live (caller's contract).
-        let runtime = unsafe { handle(runtime, "runtime") }?.runtime.clone();
-        // SAFETY: NULL or NUL-terminated (caller's contract).
-        let reference = unsafe { str_arg(reference, "reference") }?.to_string();
-        let user_data = UserData(user_data);
-        let progress: Option<ProgressFn> = progress.map(|callback| {
-            let report = move |p: &PullProgress| {
-                let digest = CString::new(p.digest.as_str()).expect("digests are ASCII");
-                // SAFETY: the caller's callback, with a string valid for the call.
-                unsafe { callback(digest.as_ptr(), p.done, p.total, user_data.get()) == 0 }
-            };
-            Arc::new(report) as ProgressFn
-        });
-        super::block_on(runtime.images().pull(&reference, progress)).map(|_| ())
-    })
-}
-
-/// Imports an image from an OCI image layout directory and caches it as `name`. `tag`
-/// picks the layout's image (`org.opencontainers.image.ref.name`); NULL takes its only
-/// image. Blocks. Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_NOT_FOUND (no such
-/// tag), BOXLITE_ERROR_IMAGE (not a layout, or a blob failed verification). Thread-safe.
-///
-/// # Safety
-/// `runtime` is NULL or live; the strings are NULL or NUL-terminated (`tag` may be NULL).
-#[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_import_image(
-    runtime: *const boxlite_runtime_t,
-    layout_dir: *const c_char,
-    tag: *const c_char,
-    name: *const c_char,
-) -> *mut boxlite_error_t {
-    guard(|| {
-        // SAFETY: NULL or live (caller's contract).
-        let runtime = unsafe { handle(runtime, "runtime") }?;
-        // SAFETY: NULL or NUL-terminated (caller's contract).
-        let (dir, name) = unsafe { (str_arg(layout_dir, "layout_dir")?, str_arg(name, "name")?) };
-        // SAFETY: as above; NULL means "the only image".
-        let tag = if tag.is_null() { None } else { Some(unsafe { str_arg(tag, "tag") }?) };
-        runtime.runtime.images().import_layout(std::path::Path::new(dir), tag, name).map(|_| ())
-    })
-}
-
-/// Removes an image from the cache; refused (BOXLITE_ERROR_INVALID_STATE) while a box uses
-/// it unless `force`. Errors also: BOXLITE_ERROR_NOT_FOUND. Thread-safe.
-///
-/// # Safety
-/// `runtime` is NULL or live; `reference` is NULL or NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_remove_image(
-    runtime: *const boxlite_runtime_t,
-    reference: *const c_char,
-    force: bool,
-) -> *mut boxlite_error_t {
-    guard(|| {
-        // SAFETY: NULL or live (caller's contract).
-        let runtime = unsafe { handle(runtime, "runtime") }?;
-        // SAFETY: NULL or NUL-terminated (caller's contract).
-        runtime.runtime.remove_image(unsafe { str_arg(reference, "reference") }?, force)
-    })
-}
-
-/// The caller's user_data, passed back to its callbacks.
-#[derive(Clone, Copy)]
-struct UserData(*mut c_void);
-
-impl UserData {
-    fn get(self) -> *mut c_void {
-        self.0
-    }
-}
-
-// SAFETY: the C contract lets callbacks receive user_data on library threads.
-unsafe impl Send for UserData {}
-// SAFETY: as above; the library only passes the pointer back, never dereferences it.
-unsafe impl Sync for UserData {}
-
-/// Runtime-wide figures (`boxlite_runtime_metrics`).
+/// Runtime-wide figures (`boxlite_runtime_metrics`). A sized struct: set `size` first
+/// (BOXLITE_RUNTIME_METRICS_INIT).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct boxlite_runtime_metrics_t {
+    /// Set by the caller to the size of the struct it was compiled with.
+    pub size: u32,
     pub boxes_created: u64,
     pub boxes_running: u64,
     pub boots: u64,
@@ -314,11 +235,14 @@ pub struct boxlite_runtime_metrics_t {
     pub executions: u64,
 }
 
-/// Writes the runtime's figures to `*out`. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
-/// Thread-safe.
+// SAFETY: repr(C), plain data, a u32 size first.
+unsafe impl SizedStruct for boxlite_runtime_metrics_t {}
+
+/// Writes the runtime's figures to `*out`, a sized struct (its `size` set by the caller).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or a `size` under 4. Thread-safe.
 ///
 /// # Safety
-/// `out` is NULL or valid for writing; `runtime` is NULL or live.
+/// `out` is NULL or valid for writing `out->size` bytes; `runtime` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_runtime_metrics(out: *mut boxlite_runtime_metrics_t, runtime: *const boxlite_runtime_t) -> *mut boxlite_error_t {
     guard(|| {
@@ -326,14 +250,14 @@ pub unsafe extern "C" fn boxlite_runtime_metrics(out: *mut boxlite_runtime_metri
         // SAFETY: NULL or live (caller's contract).
         let m = unsafe { handle(runtime, "runtime") }?.runtime.metrics();
         let c = boxlite_runtime_metrics_t {
+            size: std::mem::size_of::<boxlite_runtime_metrics_t>() as u32,
             boxes_created: m.boxes_created,
             boxes_running: m.boxes_running,
             boots: m.boots,
             boot_failures: m.boot_failures,
             executions: m.executions,
         };
-        // SAFETY: checked non-NULL above.
-        unsafe { *out = c };
-        Ok(())
+        // SAFETY: valid for `out->size` bytes (caller's contract).
+        unsafe { write_sized(out, c, "out") }
     })
 }

@@ -71,6 +71,9 @@ struct BoxRecord {
     /// Why the box last stopped, when it was not asked to (e.g. "the shim was killed").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stop_reason: Option<String>,
+    /// Unix milliseconds; 0 in records written before it was kept.
+    #[serde(default)]
+    created_at_ms: u64,
 }
 
 const RECORD_FILE: &str = "config.json";
@@ -94,6 +97,7 @@ pub struct LiteBox {
 
 struct BoxInner {
     id: String,
+    created_at_ms: u64,
     options: BoxOptions,
     dir: PathBuf,
     /// Keeps the runtime's home locked while this box lives.
@@ -126,7 +130,7 @@ impl LiteBox {
         let id = random_id();
         let dir = runtime.boxes_dir().join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let lite_box = LiteBox::from_record(runtime, dir.clone(), BoxRecord { id, options, status: BoxStatus::Configured, stop_reason: None });
+        let lite_box = LiteBox::from_record(runtime, dir.clone(), BoxRecord { id, options, status: BoxStatus::Configured, stop_reason: None, created_at_ms: now_ms() });
         // The record is the box: without it (a crash right here) the directory is swept
         // away by the next runtime and blocks no name.
         if let Err(e) = lite_box.persist() {
@@ -167,6 +171,7 @@ impl LiteBox {
 
     fn from_record(runtime: Arc<RuntimeShared>, dir: PathBuf, record: BoxRecord) -> LiteBox {
         let inner = BoxInner {
+            created_at_ms: record.created_at_ms,
             id: record.id,
             options: record.options,
             dir,
@@ -197,7 +202,7 @@ impl LiteBox {
         if status == BoxStatus::Removed {
             return Ok(());
         }
-        let record = BoxRecord { id: self.inner.id.clone(), options: self.inner.options.clone(), status, stop_reason };
+        let record = BoxRecord { id: self.inner.id.clone(), options: self.inner.options.clone(), status, stop_reason, created_at_ms: self.inner.created_at_ms };
         let bytes = serde_json::to_vec_pretty(&record).expect("a box record always serializes");
         write_atomic(&self.inner.dir, &self.inner.dir.join(RECORD_FILE), &bytes)
     }
@@ -218,6 +223,11 @@ impl LiteBox {
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// When the box was created (the Unix epoch for boxes recorded before this was kept).
+    pub fn created_at(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(self.inner.created_at_ms)
     }
 
     pub fn name(&self) -> Option<&str> {
@@ -547,6 +557,10 @@ fn shim_alive(attach_file: &Path) -> bool {
     };
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains("boxlite-shim")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// 12 random hex digits.

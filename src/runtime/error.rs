@@ -71,6 +71,10 @@ pub enum Error {
     #[error("the guest broke the protocol: {what}")]
     GuestProtocol { what: String },
 
+    /// A bounded wait ended with the execution still running (not a failure of it).
+    #[error("{what} is still running")]
+    StillRunning { what: String },
+
     /// A call to the guest agent failed.
     #[error("agent call {rpc} failed: {cause}")]
     Agent { rpc: &'static str, cause: String },

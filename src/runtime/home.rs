@@ -28,6 +28,10 @@ pub struct RuntimeOptions {
     pub engine: EngineChoice,
     /// Insecure (plain-HTTP) registries and credentials for pulls.
     pub registries: RegistryOptions,
+    /// Write the process's boxlite logs to `<home>/logs/boxlite.log` (daily files). Off by
+    /// default: a library installs no logger the application did not ask for
+    /// (`runtime::logging`).
+    pub log_to_home: bool,
 }
 
 /// What every box of a runtime shares.
@@ -89,7 +93,9 @@ impl BoxliteRuntime {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let lock = lock_home(&home)?;
-        start_logging(&home);
+        if options.log_to_home {
+            crate::runtime::logging::log_to_dir(&home.join("logs"))?;
+        }
         let images = ImageManager::open(&home.join("images"), options.registries)?;
         let shared = Arc::new(RuntimeShared { home, engine: options.engine, images, counters: RuntimeCounters::default(), _lock: lock });
         let boxes = load_boxes(&shared)?;
@@ -167,14 +173,6 @@ impl BoxliteRuntime {
         self.boxes.write().unwrap_or_else(|e| e.into_inner()).remove(lite_box.id());
         Ok(())
     }
-}
-
-/// Sends this process's boxlite logs to `<home>/logs/boxlite.log`, rotated daily, unless
-/// the application installed a tracing subscriber of its own (then they go there).
-fn start_logging(home: &Path) {
-    let appender = tracing_appender::rolling::daily(home.join("logs"), "boxlite.log");
-    let subscriber = tracing_subscriber::fmt().with_writer(appender).with_ansi(false).with_target(false).finish();
-    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// The boxes recorded under `boxes/`. A directory without a readable record is what a crash

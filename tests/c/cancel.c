@@ -32,14 +32,14 @@ int main(void) {
     boxlite_execution_t *execution = NULL;
     OK(boxlite_command_new(&command, "yes")); /* writes forever */
     OK(boxlite_box_exec(&execution, box, command, &callbacks));
-    boxlite_exit_status_t status;
+    boxlite_exit_status_t status = BOXLITE_EXIT_STATUS_INIT;
     OK(boxlite_execution_wait(&status, execution));
     CHECK(status.cancelled && status.signal == 9);
     CHECK(seen.chunks == 1 && seen.exits == 1 && seen.frees == 1 && seen.status.cancelled);
     boxlite_execution_free(execution);
     boxlite_command_free(command);
 
-    /* exec fails: user_data_free still runs exactly once, on_exit never */
+    /* exec fails: user_data_free still runs exactly once, on_exit never (the error is the result) */
     memset(&seen, 0, sizeof seen);
     OK(boxlite_command_new(&command, "no-such-program"));
     execution = NULL;

@@ -39,16 +39,26 @@ static inline const char *test_rootfs(void) {
     return path;
 }
 
-/* A runtime on a fresh home, using the qemu engine. */
-static inline boxlite_runtime_t *test_runtime(void) {
+/* A runtime on `home`, using the qemu engine. */
+static inline boxlite_runtime_t *runtime_on(const char *home) {
     boxlite_runtime_options_t *options = NULL;
     boxlite_runtime_t *runtime = NULL;
     OK(boxlite_runtime_options_new(&options));
-    OK(boxlite_runtime_options_set_home(options, test_home()));
+    OK(boxlite_runtime_options_set_home(options, home));
     OK(boxlite_runtime_options_set_engine(options, BOXLITE_ENGINE_QEMU));
     OK(boxlite_runtime_new(&runtime, options));
     boxlite_runtime_options_free(options);
     return runtime;
+}
+
+/* A runtime on a fresh home, using the qemu engine. */
+static inline boxlite_runtime_t *test_runtime(void) { return runtime_on(test_home()); }
+
+/* The busybox test image (an OCI layout, BOXLITE_TEST_IMAGE_LAYOUT). */
+static inline const char *test_image_layout(void) {
+    const char *path = getenv("BOXLITE_TEST_IMAGE_LAYOUT");
+    if (!path || !*path) FAIL("BOXLITE_TEST_IMAGE_LAYOUT is not set (scripts/test-c.sh sets it)");
+    return path;
 }
 
 /* A box on the test root disk (read-only, shareable). */
@@ -56,7 +66,7 @@ static inline boxlite_box_t *test_box(boxlite_runtime_t *runtime) {
     boxlite_box_options_t *options = NULL;
     boxlite_box_t *box = NULL;
     OK(boxlite_box_options_new(&options));
-    OK(boxlite_box_options_set_root_disk(options, test_rootfs(), true));
+    OK(boxlite_box_options_set_root_disk(options, test_rootfs(), BOXLITE_DISK_READ_ONLY));
     OK(boxlite_box_create(&box, runtime, options));
     boxlite_box_options_free(options);
     return box;
@@ -72,6 +82,13 @@ static inline boxlite_output_t *run_sh(boxlite_box_t *box, const char *script) {
     OK(boxlite_box_run(&output, box, command));
     boxlite_command_free(command);
     return output;
+}
+
+/* Whether `output`'s stdout is exactly `expected`. */
+static inline int stdout_equals(const boxlite_output_t *output, const char *expected) {
+    size_t len = 0;
+    const uint8_t *out = boxlite_output_stdout(output, &len);
+    return len == strlen(expected) && memcmp(out, expected, len) == 0;
 }
 
 #endif

@@ -14,6 +14,18 @@ int main(void) {
     CHECK(command == NULL); /* out-parameters are untouched on failure */
     EXPECT_ERROR(boxlite_execution_kill(NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
     CHECK(boxlite_box_id(NULL) == NULL);
+    /* NULL handles are errors, never a made-up status. */
+    boxlite_box_status_t box_status = 77;
+    EXPECT_ERROR(boxlite_box_status(&box_status, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+    CHECK(box_status == 77);
+    boxlite_exit_status_t exit_status = BOXLITE_EXIT_STATUS_INIT;
+    EXPECT_ERROR(boxlite_output_status(&exit_status, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_box_options_t *flag_options = NULL;
+    OK(boxlite_box_options_new(&flag_options));
+    EXPECT_ERROR(boxlite_box_options_set_root_disk(flag_options, "/x.ext4", 0x10), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_box_options_free(flag_options);
+    CHECK(boxlite_version_number() == BOXLITE_VERSION_NUMBER);
+    CHECK(BOXLITE_VERSION_NUMBER == BOXLITE_VERSION_MAJOR * 1000000 + BOXLITE_VERSION_MINOR * 1000 + BOXLITE_VERSION_PATCH);
     CHECK(boxlite_error_code(NULL) == BOXLITE_ERROR_INVALID_ARGUMENT);
     CHECK(strlen(boxlite_error_message(NULL)) > 0);
 
@@ -56,7 +68,7 @@ int main(void) {
     OK(boxlite_box_options_set_memory_mib(options, 1));
     EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
     OK(boxlite_box_options_set_memory_mib(options, 256));
-    OK(boxlite_box_options_set_root_disk(options, "/no/such/disk.ext4", true));
+    OK(boxlite_box_options_set_root_disk(options, "/no/such/disk.ext4", BOXLITE_DISK_READ_ONLY));
     EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
     EXPECT_ERROR(boxlite_box_options_set_detached(NULL, true), BOXLITE_ERROR_INVALID_ARGUMENT);
     OK(boxlite_box_options_set_detached(options, false));
@@ -83,8 +95,9 @@ int main(void) {
 
     /* A running box is not removed without force. */
     OK(boxlite_box_start(box));
-    EXPECT_ERROR(boxlite_box_remove(box, false), BOXLITE_ERROR_INVALID_STATE);
-    OK(boxlite_box_remove(box, true));
+    EXPECT_ERROR(boxlite_box_remove(box, 0), BOXLITE_ERROR_INVALID_STATE);
+    EXPECT_ERROR(boxlite_box_remove(box, 0x80), BOXLITE_ERROR_INVALID_ARGUMENT); /* unknown flag bits */
+    OK(boxlite_box_remove(box, BOXLITE_REMOVE_FORCE));
     EXPECT_ERROR(boxlite_box_start(box), BOXLITE_ERROR_INVALID_STATE);
 
     /* Freed, then set to NULL: using it is an error, not a crash. */

@@ -22,7 +22,7 @@ int main(void) {
            BOXLITE_VERSION_MAJOR, BOXLITE_VERSION_MINOR, BOXLITE_VERSION_PATCH);
     if ((error = boxlite_runtime_new(&runtime, NULL))) return fail(error); /* ~/.boxlite or $BOXLITE_HOME */
     if ((error = boxlite_box_options_new(&options))) return fail(error);
-    if ((error = boxlite_box_options_set_root_disk(options, rootfs, true))) return fail(error);
+    if ((error = boxlite_box_options_set_root_disk(options, rootfs, BOXLITE_DISK_READ_ONLY))) return fail(error);
     if ((error = boxlite_box_create(&box, runtime, options))) return fail(error);
     boxlite_box_options_free(options);
 
@@ -32,13 +32,14 @@ int main(void) {
 
     size_t len = 0;
     const uint8_t *out = boxlite_output_stdout(output, &len);
-    boxlite_exit_status_t status = boxlite_output_status(output);
+    boxlite_exit_status_t status = BOXLITE_EXIT_STATUS_INIT;
+    if ((error = boxlite_output_status(&status, output))) return fail(error);
     printf("exit %d, stdout: %.*s", status.exit_code, (int)len, (const char *)out);
     int ok = status.exit_code == 0 && len == 17;
 
     boxlite_output_free(output);
     boxlite_command_free(command);
-    if ((error = boxlite_box_remove(box, true))) return fail(error); /* stops it first */
+    if ((error = boxlite_box_remove(box, BOXLITE_REMOVE_FORCE))) return fail(error); /* stops it first */
     boxlite_box_free(box);
     boxlite_runtime_free(runtime);
     return ok ? 0 : 1;

@@ -16,7 +16,7 @@ int main(void) {
 
     OK(boxlite_execution_write_stdin(execution, (const uint8_t *)"x", 1));
     OK(boxlite_execution_close_stdin(execution));
-    boxlite_exit_status_t status;
+    boxlite_exit_status_t status = BOXLITE_EXIT_STATUS_INIT;
     OK(boxlite_execution_wait(&status, execution));
     CHECK(status.exit_code == 0);
     boxlite_execution_free(execution); /* last handle: the box's VM is stopped */

@@ -24,9 +24,11 @@ int main(void) {
     if (!layout || !*layout) FAIL("BOXLITE_TEST_IMAGE_LAYOUT is not set");
     const char *name = "localhost/boxlite/busybox:latest";
     boxlite_runtime_t *runtime = test_runtime();
-    EXPECT_ERROR(boxlite_runtime_import_image(runtime, "/no/such/layout", NULL, name), BOXLITE_ERROR_IMAGE);
-    EXPECT_ERROR(boxlite_runtime_import_image(runtime, layout, "no-such-tag", name), BOXLITE_ERROR_NOT_FOUND);
-    OK(boxlite_runtime_import_image(runtime, layout, "latest", name));
+    EXPECT_ERROR(boxlite_runtime_import_image(NULL, runtime, "/no/such/layout", NULL, name), BOXLITE_ERROR_IMAGE);
+    EXPECT_ERROR(boxlite_runtime_import_image(NULL, runtime, layout, "no-such-tag", name), BOXLITE_ERROR_NOT_FOUND);
+    char *digest = NULL;
+    OK(boxlite_runtime_import_image(&digest, runtime, layout, "latest", name));
+    CHECK(digest != NULL && strncmp(digest, "sha256:", 7) == 0 && strlen(digest) == 71);
 
     boxlite_box_options_t *options = NULL;
     boxlite_box_t *box = NULL;
@@ -47,25 +49,29 @@ int main(void) {
     CHECK(stdout_is(output, "busybox\n"));
     boxlite_output_free(output);
 
-    boxlite_box_metrics_t box_metrics;
+    boxlite_box_metrics_t box_metrics = BOXLITE_BOX_METRICS_INIT;
     OK(boxlite_box_metrics(&box_metrics, box));
     CHECK(box_metrics.boots == 1 && box_metrics.executions_started == 2 && box_metrics.bytes_out >= 13);
     CHECK(box_metrics.last_boot_ms > 0);
-    CHECK(boxlite_box_status(box) == BOXLITE_BOX_RUNNING);
-    boxlite_runtime_metrics_t metrics;
+    boxlite_box_status_t status = 0;
+    OK(boxlite_box_status(&status, box));
+    CHECK(status == BOXLITE_BOX_RUNNING);
+    boxlite_runtime_metrics_t metrics = BOXLITE_RUNTIME_METRICS_INIT;
     OK(boxlite_runtime_metrics(&metrics, runtime));
     CHECK(metrics.boxes_created == 1 && metrics.boxes_running == 1 && metrics.executions == 2);
     EXPECT_ERROR(boxlite_box_metrics(NULL, box), BOXLITE_ERROR_INVALID_ARGUMENT);
-    boxlite_guest_stats_t guest;
+    boxlite_guest_stats_t guest = BOXLITE_GUEST_STATS_INIT;
     OK(boxlite_box_guest_stats(&guest, box));
     CHECK(guest.memory_total_kib > 100000 && guest.memory_available_kib < guest.memory_total_kib && guest.uptime_us > 0);
 
-    EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_INVALID_STATE);
-    OK(boxlite_box_remove(box, true));
-    CHECK(boxlite_box_status(box) == BOXLITE_BOX_REMOVED);
-    OK(boxlite_runtime_remove_image(runtime, name, false));
-    EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, false), BOXLITE_ERROR_NOT_FOUND);
-    EXPECT_ERROR(boxlite_runtime_pull_image(runtime, NULL, NULL, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, 0), BOXLITE_ERROR_INVALID_STATE);
+    OK(boxlite_box_remove(box, BOXLITE_REMOVE_FORCE));
+    OK(boxlite_box_status(&status, box));
+    CHECK(status == BOXLITE_BOX_REMOVED);
+    OK(boxlite_runtime_remove_image(runtime, name, 0));
+    EXPECT_ERROR(boxlite_runtime_remove_image(runtime, name, 0), BOXLITE_ERROR_NOT_FOUND);
+    EXPECT_ERROR(boxlite_runtime_pull_image(NULL, runtime, NULL, NULL, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_string_free(digest);
 
     boxlite_box_free(box);
     boxlite_runtime_free(runtime);

@@ -50,6 +50,7 @@ int main(void) {
     OK(boxlite_execution_close_stdin(execution));
     boxlite_exit_status_t status;
     memset(&status, 0xff, sizeof status);
+    status.size = sizeof status;
     OK(boxlite_execution_wait(&status, execution));
     CHECK(status.exit_code == 7 && status.signal == 0 && !status.timed_out && !status.cancelled);
     CHECK(c.exits == 1 && c.frees == 1 && c.exit_code == 7);

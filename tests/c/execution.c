@@ -1,0 +1,70 @@
+/* An execution's id and pid; a bounded wait that reports "still running" as its own result
+ * (an event loop polls with it instead of blocking a thread); a tty resized while the
+ * process runs. */
+#include "common.h"
+
+static boxlite_command_t *sh(const char *script) {
+    boxlite_command_t *command = NULL;
+    OK(boxlite_command_new(&command, "sh"));
+    OK(boxlite_command_add_arg(command, "-c"));
+    OK(boxlite_command_add_arg(command, script));
+    return command;
+}
+
+typedef struct { char out[256]; size_t len; } collected_t;
+static int collect(const uint8_t *data, size_t len, void *user_data) {
+    collected_t *c = user_data;
+    size_t room = sizeof c->out - 1 - c->len;
+    if (len > room) len = room;
+    memcpy(c->out + c->len, data, len);
+    c->len += len;
+    return 0;
+}
+
+int main(void) {
+    boxlite_runtime_t *runtime = test_runtime();
+    boxlite_box_t *box = test_box(runtime);
+
+    /* a bounded wait: still running, then finished */
+    boxlite_command_t *command = sh("read line; exit 3");
+    boxlite_execution_t *execution = NULL;
+    OK(boxlite_box_exec(&execution, box, command, NULL));
+    CHECK(boxlite_execution_id(execution) != NULL && strlen(boxlite_execution_id(execution)) > 0);
+    CHECK(boxlite_execution_id(NULL) == NULL);
+    uint32_t pid = 0;
+    OK(boxlite_execution_pid(&pid, execution));
+    CHECK(pid > 1);
+    EXPECT_ERROR(boxlite_execution_pid(&pid, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_exit_status_t status = BOXLITE_EXIT_STATUS_INIT;
+    status.exit_code = 77;
+    EXPECT_ERROR(boxlite_execution_wait_timeout(&status, execution, 0), BOXLITE_ERROR_STILL_RUNNING);
+    EXPECT_ERROR(boxlite_execution_wait_timeout(&status, execution, 200), BOXLITE_ERROR_STILL_RUNNING);
+    CHECK(status.exit_code == 77); /* untouched while still running */
+    OK(boxlite_execution_write_stdin(execution, (const uint8_t *)"go\n", 3));
+    OK(boxlite_execution_wait_timeout(&status, execution, 60000));
+    CHECK(status.exit_code == 3);
+    OK(boxlite_execution_wait_timeout(&status, execution, 0)); /* over: answers at once */
+    boxlite_execution_free(execution);
+    boxlite_command_free(command);
+
+    /* a tty resized while its process runs: the process sees the new size */
+    command = sh("read line; stty size");
+    OK(boxlite_command_set_tty(command, 24, 80));
+    collected_t seen;
+    memset(&seen, 0, sizeof seen);
+    boxlite_exec_callbacks_t callbacks = {BOXLITE_EXEC_CALLBACKS_VERSION, collect, NULL, NULL, &seen, NULL};
+    OK(boxlite_box_exec(&execution, box, command, &callbacks));
+    EXPECT_ERROR(boxlite_execution_resize(execution, 0, 100), BOXLITE_ERROR_INVALID_ARGUMENT);
+    OK(boxlite_execution_resize(execution, 33, 101));
+    OK(boxlite_execution_write_stdin(execution, (const uint8_t *)"go\n", 3));
+    OK(boxlite_execution_wait(&status, execution));
+    CHECK(status.exit_code == 0);
+    if (!strstr(seen.out, "33 101")) FAIL("stty saw %s", seen.out);
+    boxlite_execution_free(execution);
+    boxlite_command_free(command);
+
+    OK(boxlite_box_remove(box, BOXLITE_REMOVE_FORCE));
+    boxlite_box_free(box);
+    boxlite_runtime_free(runtime);
+    return 0;
+}
