@@ -22,7 +22,7 @@ fn busybox_layout() -> PathBuf {
 
 fn runtime(dir: &RunDir, registries: RegistryOptions) -> BoxliteRuntime {
     let home: PathBuf = dir.0.join("home");
-    BoxliteRuntime::new(RuntimeOptions { home: Some(home), engine: EngineChoice::Qemu, registries }).unwrap()
+    BoxliteRuntime::new(RuntimeOptions { home: Some(home), engine: EngineChoice::Qemu, registries, ..Default::default() }).unwrap()
 }
 
 fn insecure(registry: &Registry) -> RegistryOptions {

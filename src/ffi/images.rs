@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use super::boxes::BOXLITE_REMOVE_FORCE;
@@ -17,10 +17,6 @@ use crate::runtime::images::Image;
 /// size. Return 0 to go on; non-zero cancels the pull (BOXLITE_ERROR_CANCELLED).
 pub type boxlite_pull_progress_cb =
     Option<unsafe extern "C" fn(digest: *const c_char, done: u64, total: u64, user_data: *mut c_void) -> i32>;
-
-/// The most progress reports queued for the calling thread; when it falls behind, reports
-/// are dropped (a later one says more), never the pull slowed.
-const PROGRESS_QUEUE: usize = 256;
 
 /// Hands the image's manifest digest to the caller when it asked for it.
 ///
@@ -65,26 +61,22 @@ pub unsafe extern "C" fn boxlite_runtime_pull_image(
             unsafe { give_digest(out_digest, &image) };
             return Ok(());
         };
-        // The pull runs on the library's runtime; its reports come here through a queue, so
-        // that the callback runs on this thread with no runtime context entered.
-        let (reports, queue) = std::sync::mpsc::sync_channel::<PullProgress>(PROGRESS_QUEUE);
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let stop = cancelled.clone();
+        // The pull runs on a thread of its own (its future is not Send, so it cannot be
+        // spawned on the runtime); each report is handed to this thread, which runs the
+        // callback with no runtime context entered and hands back its verdict.
+        let (reports, queue) = std::sync::mpsc::sync_channel::<(PullProgress, SyncSender<bool>)>(0);
         let report: ProgressFn = Arc::new(move |p: &PullProgress| {
-            let _ = reports.try_send(p.clone());
-            !stop.load(Ordering::Relaxed)
+            let (answer, verdict) = std::sync::mpsc::sync_channel(1);
+            reports.send((p.clone(), answer)).is_ok() && verdict.recv().unwrap_or(false)
         });
         let image = std::thread::scope(|scope| {
-            // A thread of its own blocks on the pull (its future is not Send, so it cannot be
-            // spawned on the runtime); this one delivers the reports until the pull is over
-            // and has dropped its sender.
             let pull = scope.spawn(move || block_on(runtime.images().pull(&reference, Some(report))));
-            for p in queue {
+            // Ends when the pull is over and has dropped its sender.
+            for (p, answer) in queue {
                 let digest = CString::new(p.digest.as_str()).expect("digests are ASCII");
                 // SAFETY: the caller's callback, with a string valid for the call.
-                if unsafe { callback(digest.as_ptr(), p.done, p.total, user_data) } != 0 {
-                    cancelled.store(true, Ordering::Relaxed);
-                }
+                let go_on = unsafe { callback(digest.as_ptr(), p.done, p.total, user_data) } == 0;
+                let _ = answer.send(go_on);
             }
             pull.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;

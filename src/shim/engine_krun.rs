@@ -2,7 +2,7 @@
 //! success: libkrun runs the VM on this process's threads and exits the process when the
 //! guest powers off. That is why the engine lives in the shim and not in the library.
 
-use boxlite::runtime::spec::VmSpec;
+use boxlite_vmspec::spec::VmSpec;
 use tokio::sync::oneshot;
 
 use crate::jail::Jailed;
@@ -11,7 +11,7 @@ use crate::jail::Jailed;
 /// from sending libkrun into a guest that dies with KVM_EXIT_INTERNAL_ERROR. Called before
 /// the jail, which hides /proc and /sys.
 pub fn check_host() -> Result<(), String> {
-    let host = boxlite::runtime::engine::HostVirtualization::detect();
+    let host = boxlite_vmspec::engine::HostVirtualization::detect();
     if !host.hardware_kvm() {
         return Err(format!(
             "the krun engine needs hardware KVM: {}. Use the qemu engine instead (BOXLITE_ENGINE=qemu)",
@@ -25,7 +25,7 @@ pub fn check_host() -> Result<(), String> {
 pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
     use std::ffi::CString;
 
-    use boxlite::runtime::spec::{remove_socket_files, DiskFormat, ShimEvent};
+    use boxlite_vmspec::spec::{remove_socket_files, DiskFormat, ShimEvent};
     use boxlite_shim::seccomp::{self, Policy};
 
     use crate::report;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use boxlite::runtime::engine::qemu::{qemu_args, vhost_vsock_args};
-use boxlite::runtime::spec::{remove_socket_files, ShimEvent, VmSpec};
+use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args};
+use boxlite_vmspec::spec::{remove_socket_files, ShimEvent, VmSpec};
 use boxlite_shim::seccomp::{self, Policy};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use boxlite::runtime::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
+use boxlite_vmspec::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
 use nix::unistd::{Gid, Uid};
 
 use crate::jail_root;

@@ -11,8 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use boxlite::runtime::engine::EngineKind;
-use boxlite::runtime::spec::{DiskFormat, VmSpec};
+use boxlite_vmspec::engine::EngineKind;
+use boxlite_vmspec::spec::{DiskFormat, VmSpec};
 use crate::qcow2;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};

@@ -15,8 +15,8 @@ mod watchdog;
 
 use std::io::{BufRead, Read, Write};
 
-use boxlite::runtime::engine::EngineKind;
-use boxlite::runtime::spec::{ShimEvent, VmSpec, MAX_SPEC_BYTES};
+use boxlite_vmspec::engine::EngineKind;
+use boxlite_vmspec::spec::{ShimEvent, VmSpec, MAX_SPEC_BYTES};
 
 fn main() {
     let spec = match read_spec() {

@@ -1,6 +1,7 @@
 /* Images from C: import an OCI layout, run a box of it (its WorkingDir and Env apply), and
  * refuse to remove an image a box uses. */
 #include "common.h"
+#include <unistd.h>
 
 static boxlite_output_t *run(boxlite_box_t *box, const char *program, const char *arg1, const char *arg2) {
     boxlite_command_t *command = NULL;
@@ -29,6 +30,38 @@ int main(void) {
     char *digest = NULL;
     OK(boxlite_runtime_import_image(&digest, runtime, layout, "latest", name));
     CHECK(digest != NULL && strncmp(digest, "sha256:", 7) == 0 && strlen(digest) == 71);
+
+    /* the same image from an archive (a tar of the layout), under a second name */
+    char archive[] = "/tmp/boxlite-ctest-archive-XXXXXX";
+    int fd = mkstemp(archive);
+    CHECK(fd >= 0);
+    close(fd);
+    char tar[1024];
+    snprintf(tar, sizeof tar, "tar -C '%s' -cf '%s' .", layout, archive);
+    CHECK(system(tar) == 0);
+    char *archived = NULL;
+    EXPECT_ERROR(boxlite_runtime_import_image_archive(&archived, runtime, "/no/such.tar", NULL, "x"), BOXLITE_ERROR_IO);
+    CHECK(archived == NULL);
+    OK(boxlite_runtime_import_image_archive(&archived, runtime, archive, "latest", "localhost/boxlite/from-archive:1"));
+    CHECK(strcmp(archived, digest) == 0);
+    boxlite_string_free(archived);
+    unlink(archive);
+
+    /* both are listed, ordered by reference, with digest and size */
+    boxlite_image_list_t *images = NULL;
+    OK(boxlite_runtime_list_images(&images, runtime));
+    size_t count = 0;
+    OK(boxlite_image_list_len(&count, images));
+    CHECK(count == 2);
+    const char *reference = NULL, *listed_digest = NULL;
+    uint64_t size = 0;
+    OK(boxlite_image_list_get(&reference, &listed_digest, &size, images, 0));
+    CHECK(strcmp(reference, "localhost/boxlite/busybox:latest") == 0 && strcmp(listed_digest, digest) == 0 && size > 100000);
+    OK(boxlite_image_list_get(&reference, NULL, NULL, images, 1));
+    CHECK(strcmp(reference, "localhost/boxlite/from-archive:1") == 0);
+    EXPECT_ERROR(boxlite_image_list_get(&reference, NULL, NULL, images, 2), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_image_list_free(images);
+    OK(boxlite_runtime_remove_image(runtime, "localhost/boxlite/from-archive:1", 0));
 
     boxlite_box_options_t *options = NULL;
     boxlite_box_t *box = NULL;

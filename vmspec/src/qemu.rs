@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 
-use crate::runtime::spec::{DiskFormat, VmSpec, GUEST_CID};
+use crate::spec::{DiskFormat, VmSpec, GUEST_CID};
 
 /// Arguments for vhost-device-vsock serving this VM's vsock.
 pub fn vhost_vsock_args(spec: &VmSpec) -> Vec<OsString> {
@@ -65,8 +65,8 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::engine::EngineKind;
-    use crate::runtime::spec::DiskSpec;
+    use crate::engine::EngineKind;
+    use crate::spec::DiskSpec;
     use std::path::PathBuf;
 
     fn spec(hw: bool) -> VmSpec {
