@@ -105,6 +105,37 @@ fn a_crash_during_create_leaves_nothing_that_blocks() {
     rt.create_box(BoxOptions { name: Some("fresh".into()), ..Default::default() }).unwrap();
 }
 
+#[test]
+fn a_record_keeps_its_creation_time_and_a_record_from_before_formats_still_loads() {
+    let dir = RunDir::new("last-format");
+    let before = std::time::SystemTime::now();
+    let (new_id, old_id) = {
+        let rt = runtime(&dir);
+        let new = rt.create_box(BoxOptions { name: Some("new".into()), ..Default::default() }).unwrap();
+        let old = rt.create_box(BoxOptions { name: Some("old".into()), ..Default::default() }).unwrap();
+        (new.id().to_string(), old.id().to_string())
+    };
+    let after = std::time::SystemTime::now();
+    let boxes = dir.0.join("home/boxes");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(boxes.join(&new_id).join("config.json")).unwrap()).unwrap();
+    assert_eq!(record["format"], 1, "{record}");
+    // A record as boxlite wrote it before the format and the creation time existed.
+    let old_path = boxes.join(&old_id).join("config.json");
+    let mut old: serde_json::Value = serde_json::from_slice(&std::fs::read(&old_path).unwrap()).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    assert!(fields.remove("format").is_some() && fields.remove("created_at_ms").is_some(), "{old}");
+    std::fs::write(&old_path, serde_json::to_vec(&old).unwrap()).unwrap();
+
+    let rt = runtime(&dir);
+    let new = rt.get_box("new").expect("the new box loads");
+    // The record keeps milliseconds: compare at that grain.
+    let millis = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let created = millis(new.created_at());
+    assert!(millis(before) <= created && created <= millis(after), "created at {created}, between {} and {}", millis(before), millis(after));
+    let old = rt.get_box("old").expect("a record without a format reads as format 1");
+    assert_eq!(old.created_at(), std::time::UNIX_EPOCH);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_boxes_of_one_image_start_at_once_and_leave_nothing_when_removed() {
     let dir = RunDir::new("last-ten");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
+use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox, RecordError};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::images::pull::RegistryOptions;
@@ -192,7 +192,10 @@ fn load_boxes(shared: &Arc<RuntimeShared>) -> Result<HashMap<String, LiteBox>> {
             Ok(lite_box) => {
                 boxes.insert(lite_box.id().to_string(), lite_box);
             }
-            Err(e) => {
+            Err(RecordError::Newer(reason)) => {
+                tracing::warn!(dir = %path.display(), "leaving a box of a newer boxlite as it is: {reason}");
+            }
+            Err(RecordError::Unreadable(e)) => {
                 tracing::warn!(dir = %path.display(), "removing a box directory without a valid record (a crash during create?): {e}");
                 let _ = std::fs::remove_dir_all(&path);
             }
