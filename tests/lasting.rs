@@ -1,6 +1,6 @@
 //! Boxes that last: state survives stop/start and a new runtime on the same home; a killed
 //! shim leaves a stopped box that starts again with its data; a crash during create leaves
-//! nothing that blocks; many boxes of one image run at once; metrics add up.
+//! nothing that blocks; a record that cannot be loaded is moved aside, never deleted; many boxes of one image run at once; metrics add up.
 
 mod common;
 
@@ -92,17 +92,77 @@ fn a_crash_during_create_leaves_nothing_that_blocks() {
         let rt = runtime(&dir);
         rt.create_box(BoxOptions { name: Some("kept".into()), ..Default::default() }).unwrap();
     }
-    // What a crash between mkdir and the record leaves: a directory without config.json,
-    // and one with a torn record.
+    // What a crash between mkdir and the record leaves: an empty directory (swept), and one
+    // with a torn record (moved aside: a record that does not parse is never taken for junk).
     let boxes = dir.0.join("home/boxes");
     std::fs::create_dir_all(boxes.join("0123456789ab")).unwrap();
     std::fs::create_dir_all(boxes.join("ba9876543210")).unwrap();
     std::fs::write(boxes.join("ba9876543210/config.json"), b"{\"id\":\"ba98").unwrap();
     let rt = runtime(&dir);
-    assert!(!boxes.join("0123456789ab").exists() && !boxes.join("ba9876543210").exists(), "half boxes are swept");
+    assert!(!boxes.join("0123456789ab").exists(), "an empty half box is swept");
+    assert!(!boxes.join("ba9876543210").exists() && boxes.join(".invalid-ba9876543210/config.json").is_file(), "a torn record is moved aside");
     assert_eq!(rt.list_boxes().len(), 1);
     assert!(rt.get_box("kept").is_some());
     rt.create_box(BoxOptions { name: Some("fresh".into()), ..Default::default() }).unwrap();
+}
+
+/// The reasons `invalid_boxes` gives, by id, for assertion messages.
+fn invalid(rt: &BoxliteRuntime) -> Vec<(String, std::path::PathBuf, String)> {
+    rt.invalid_boxes().into_iter().map(|b| (b.id, b.dir, b.reason)).collect()
+}
+
+#[test]
+fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouched() {
+    let dir = RunDir::new("last-invalid");
+    let boxes = dir.0.join("home/boxes");
+    let (kept, corrupt, future) = {
+        let rt = runtime(&dir);
+        let ids: Vec<String> = ["kept", "corrupt", "future"]
+            .into_iter()
+            .map(|name| rt.create_box(BoxOptions { name: Some(name.into()), ..Default::default() }).unwrap().id().to_string())
+            .collect();
+        assert!(rt.invalid_boxes().is_empty(), "{:?}", invalid(&rt));
+        (ids[0].clone(), ids[1].clone(), ids[2].clone())
+    };
+    // The corrupt box has a disk: the user's data, which must survive its record.
+    std::fs::write(boxes.join(&corrupt).join("config.json"), b"\x00garbage{{ not json").unwrap();
+    std::fs::write(boxes.join(&corrupt).join("disk.qcow2"), b"the user's data").unwrap();
+    // A newer boxlite's record: another format, and fields this one cannot read.
+    let future_record = br#"{"format": 2, "id": "IDPLACEHOLDER", "options": "changed in format 2", "status": {"new": true}}"#;
+    let future_record = String::from_utf8_lossy(future_record).replace("IDPLACEHOLDER", &future);
+    std::fs::write(boxes.join(&future).join("config.json"), &future_record).unwrap();
+
+    let rt = runtime(&dir);
+    let listed: Vec<String> = rt.list_boxes().iter().map(|b| b.id().to_string()).collect();
+    assert_eq!(listed, [kept.as_str()], "only the valid box loads");
+    let found = invalid(&rt);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let aside = boxes.join(format!(".invalid-{corrupt}"));
+    let (id, at, reason) = found.iter().find(|(id, ..)| *id == corrupt).unwrap_or_else(|| panic!("the corrupt box is not listed: {found:?}"));
+    assert_eq!((id, at), (&corrupt, &aside), "{found:?}");
+    assert!(reason.contains("corrupt"), "{reason}");
+    assert!(!boxes.join(&corrupt).exists(), "the corrupt box stayed in place");
+    assert_eq!(std::fs::read(aside.join("disk.qcow2")).unwrap(), b"the user's data", "the disk is kept");
+    let (_, at, reason) = found.iter().find(|(id, ..)| *id == future).unwrap_or_else(|| panic!("the newer box is not listed: {found:?}"));
+    assert_eq!(at, &boxes.join(&future), "a newer boxlite's box stays where it is");
+    assert!(reason.contains("written by a newer boxlite (format 2, this one reads up to 1); upgrade boxlite to use it"), "{reason}");
+    assert_eq!(std::fs::read_to_string(boxes.join(&future).join("config.json")).unwrap(), future_record, "the newer record was changed");
+    assert!(rt.create_box(BoxOptions { name: Some("another".into()), ..Default::default() }).is_ok());
+    drop(rt);
+
+    // A later runtime still reports both (the reason of the one moved aside from its
+    // invalid-reason.txt), and a second bad directory of the same id gets its own name.
+    std::fs::create_dir_all(boxes.join(&corrupt)).unwrap();
+    // A whole record, but another box's: its id does not match its directory.
+    std::fs::copy(boxes.join(&kept).join("config.json"), boxes.join(&corrupt).join("config.json")).unwrap();
+    let rt = runtime(&dir);
+    let found = invalid(&rt);
+    assert_eq!(found.len(), 3, "{found:?}");
+    let second = boxes.join(format!(".invalid-{corrupt}-2"));
+    assert!(found.iter().any(|(id, at, reason)| *id == corrupt && *at == aside && reason.contains("corrupt")), "{found:?}");
+    assert!(found.iter().any(|(id, at, reason)| *id == corrupt && *at == second && reason.contains(&format!("names box {kept:?}"))), "{found:?}");
+    assert!(aside.join("disk.qcow2").is_file() && second.join("config.json").is_file());
+    assert_eq!(rt.list_boxes().len(), 2, "kept and another");
 }
 
 #[test]
@@ -134,6 +194,7 @@ fn a_record_keeps_its_creation_time_and_a_record_from_before_formats_still_loads
     assert!(millis(before) <= created && created <= millis(after), "created at {created}, between {} and {}", millis(before), millis(after));
     let old = rt.get_box("old").expect("a record without a format reads as format 1");
     assert_eq!(old.created_at(), std::time::UNIX_EPOCH);
+    assert!(rt.invalid_boxes().is_empty(), "{:?}", invalid(&rt));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

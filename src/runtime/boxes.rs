@@ -105,6 +105,14 @@ pub(crate) enum RecordError {
     Unreadable(String),
 }
 
+impl RecordError {
+    pub(crate) fn reason(&self) -> &str {
+        match self {
+            RecordError::Newer(reason) | RecordError::Unreadable(reason) => reason,
+        }
+    }
+}
+
 pub(crate) const RECORD_FILE: &str = "config.json";
 /// A detached box's running VM, for the next runtime to attach to.
 const ATTACH_FILE: &str = "vm.json";
@@ -497,6 +505,11 @@ impl LiteBox {
     fn removed_error(&self, op: &str) -> Error {
         Error::InvalidState { what: format!("box {}", self.inner.id), reason: format!("it was removed; cannot {op} it") }
     }
+}
+
+/// What keeps the box in `dir` from loading, if anything does.
+pub(crate) fn record_error(dir: &Path) -> Option<RecordError> {
+    read_record(dir).err()
 }
 
 /// Reads and checks `dir/config.json`: its format first, then the rest, then that its id is
