@@ -1,9 +1,11 @@
 //! Boxes that last: state survives stop/start and a new runtime on the same home; a killed
 //! shim leaves a stopped box that starts again with its data; a crash during create leaves
-//! nothing that blocks; a record that cannot be loaded is moved aside, never deleted; many boxes of one image run at once; metrics add up.
+//! nothing that blocks; a record that cannot be loaded is moved aside, never deleted; a
+//! killed shim or host process leaves no cgroup behind; many boxes of one image run at once; metrics add up.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use boxlite::{BoxOptions, BoxStatus, BoxliteRuntime, EngineChoice, Error, ExecCommand, RuntimeOptions};
@@ -248,6 +250,67 @@ async fn box_metrics_and_guest_stats() {
     lite_box.stop().await.unwrap();
 }
 
+/// The ones of `dirs` that exist.
+fn existing(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter().filter(|d| d.exists()).cloned().collect()
+}
+
+/// The cgroups of the one box under `boxes`, as its shim recorded them; they exist now.
+fn recorded_cgroups(boxes: &Path) -> Vec<PathBuf> {
+    let box_dir = std::fs::read_dir(boxes).unwrap().flatten().next().expect("one box").path();
+    let record = std::fs::read(box_dir.join("protections.json")).unwrap_or_else(|e| panic!("{}/protections.json: {e}", box_dir.display()));
+    let cgroups = serde_json::from_slice::<boxlite::Protections>(&record).unwrap().cgroups;
+    assert!(!cgroups.is_empty() && existing(&cgroups) == cgroups, "the VM's cgroups: {cgroups:?}");
+    cgroups
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shim_leaves_no_cgroup_behind() {
+    let dir = RunDir::new("last-kill-cgroups");
+    let rt = with_image(&dir);
+    let victim = rt.create_box(BoxOptions { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    stdout(&victim, "true").await;
+    let cgroups = recorded_cgroups(&dir.0.join("home/boxes"));
+    // A runtime opening another home meanwhile leaves a running VM's cgroups alone.
+    let elsewhere = RunDir::new("last-kill-cgroups-elsewhere");
+    drop(runtime(&elsewhere));
+    assert_eq!(existing(&cgroups), cgroups, "another runtime removed a running VM's cgroups");
+
+    let shim_pid: u32 = std::fs::read_to_string(victim.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The library sees the shim die; its VM's processes take a moment to leave the cgroups.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !existing(&cgroups).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(existing(&cgroups), Vec::<PathBuf>::new(), "cgroups of the killed VM left 3 s after its shim was killed (of {cgroups:?})");
+    assert_eq!(victim.status(), BoxStatus::Stopped);
+}
+
+/// A cgroup `boxlite/shim-<pid>` whose shim is gone (here: whose pid has exited), what a
+/// SIGKILLed host process leaves, is removed by the next runtime, its child cgroup first;
+/// nothing else under boxlite/ is touched.
+#[test]
+fn a_runtime_removes_the_cgroups_of_shims_that_no_longer_run_and_nothing_else() {
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() { "/sys/fs/cgroup/boxlite" } else { "/sys/fs/cgroup/pids/boxlite" };
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = exited.id();
+    exited.wait().unwrap();
+    let orphan = Path::new(base).join(format!("shim-{dead_pid}"));
+    let unrelated = Path::new(base).join(format!("not-a-shim-{}", std::process::id()));
+    std::fs::create_dir_all(orphan.join("child")).unwrap_or_else(|e| panic!("{}: {e} (the test needs root)", orphan.display()));
+    std::fs::create_dir_all(&unrelated).unwrap();
+
+    let dir = RunDir::new("last-sweep");
+    drop(runtime(&dir));
+    let (orphan_left, unrelated_kept) = (orphan.exists(), unrelated.exists());
+    // Cleaned up before asserting, so that a failure leaves nothing on the host.
+    let _ = std::fs::remove_dir(&unrelated);
+    let _ = std::fs::remove_dir(orphan.join("child")).and_then(|()| std::fs::remove_dir(&orphan));
+    assert!(!orphan_left, "{} (of exited pid {dead_pid}) was left", orphan.display());
+    assert!(unrelated_kept, "{} is no shim's cgroup, yet it was removed", unrelated.display());
+}
+
 #[test]
 fn a_killed_host_process_takes_its_boxes_vms_with_it() {
     let dir = RunDir::new("last-orphan");
@@ -275,14 +338,17 @@ fn a_killed_host_process_takes_its_boxes_vms_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(shim_pid.iter().all(|&p| process_alive(p)));
+    let cgroups = recorded_cgroups(&home.join("boxes"));
     owner.kill().unwrap(); // SIGKILL: no clean-up code of the owner runs
     owner.wait().unwrap();
     assert_eq!(wait_gone(&shim_pid, Duration::from_secs(2)), Vec::<u32>::new(), "the VM outlived its owner");
-    // The next runtime finds the box stopped, with the reason.
+    // The next runtime finds the box stopped, with the reason, and removes the VM's cgroups,
+    // which nobody saw end.
     let rt = runtime(&dir);
     let orphan = rt.get_box("orphan").unwrap();
     assert_eq!(orphan.status(), BoxStatus::Stopped);
     assert!(orphan.stop_reason().unwrap().contains("runtime that ran it exited"));
+    assert_eq!(existing(&cgroups), Vec::<PathBuf>::new(), "cgroups of the VM left after the next runtime opened (of {cgroups:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

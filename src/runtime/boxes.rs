@@ -624,8 +624,7 @@ fn shim_alive(attach_file: &Path) -> bool {
     let Some(info) = std::fs::read(attach_file).ok().and_then(|b| serde_json::from_slice::<AttachInfo>(&b).ok()) else {
         return false;
     };
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains("boxlite-shim")
+    crate::runtime::vm::shim_running(info.shim_pid)
 }
 
 /// 12 random hex digits.

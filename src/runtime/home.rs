@@ -95,7 +95,8 @@ pub struct BoxliteRuntime {
 
 impl BoxliteRuntime {
     /// Opens (creating if needed) the home directory and locks it. A second runtime on the
-    /// same home fails at once with the holder's pid.
+    /// same home fails at once with the holder's pid. Removes the cgroups of boxlite shims on
+    /// this host that no longer run (waiting up to 2 s for VM processes still exiting).
     pub fn new(options: RuntimeOptions) -> Result<BoxliteRuntime> {
         let home = match options.home {
             Some(home) => home,
@@ -113,6 +114,8 @@ impl BoxliteRuntime {
         let images = ImageManager::open(&home.join("images"), options.registries)?;
         let shared = Arc::new(RuntimeShared { home, engine: options.engine, images, counters: RuntimeCounters::default(), _lock: lock });
         let boxes = load_boxes(&shared)?;
+        // Those of shims that ended unseen (a SIGKILLed process that ran boxes).
+        crate::runtime::cgroups::remove_orphaned();
         Ok(BoxliteRuntime { shared, boxes: Arc::new(RwLock::new(boxes)) })
     }
 
