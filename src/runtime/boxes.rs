@@ -515,20 +515,19 @@ pub(crate) fn record_error(dir: &Path) -> Option<RecordError> {
 /// Reads and checks `dir/config.json`: its format first, then the rest, then that its id is
 /// its directory's name.
 fn read_record(dir: &Path) -> Result<BoxRecord, RecordError> {
-    let path = dir.join(RECORD_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| RecordError::Unreadable(format!("cannot read {}: {e}", path.display())))?;
-    let corrupt = |e: serde_json::Error| RecordError::Unreadable(format!("{} is corrupt ({e})", path.display()));
+    // Reasons name the file, not its path: they stay true once the directory is moved aside.
+    let bytes = std::fs::read(dir.join(RECORD_FILE)).map_err(|e| RecordError::Unreadable(format!("cannot read {RECORD_FILE}: {e}")))?;
+    let corrupt = |e: serde_json::Error| RecordError::Unreadable(format!("{RECORD_FILE} is corrupt ({e})"));
     let RecordFormat { format } = serde_json::from_slice(&bytes).map_err(corrupt)?;
     if format > BOX_RECORD_FORMAT {
         return Err(RecordError::Newer(format!(
-            "{} was written by a newer boxlite (format {format}, this one reads up to {BOX_RECORD_FORMAT}); upgrade boxlite to use it",
-            path.display()
+            "{RECORD_FILE} was written by a newer boxlite (format {format}, this one reads up to {BOX_RECORD_FORMAT}); upgrade boxlite to use it"
         )));
     }
     let record: BoxRecord = serde_json::from_slice(&bytes).map_err(corrupt)?;
     let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if record.id != dir_name {
-        return Err(RecordError::Unreadable(format!("{} names box {:?}, not its directory's {dir_name:?}", path.display(), record.id)));
+        return Err(RecordError::Unreadable(format!("{RECORD_FILE} names box {:?}, not its directory's {dir_name:?}", record.id)));
     }
     Ok(record)
 }
