@@ -354,14 +354,22 @@ fn a_killed_host_process_takes_its_boxes_vms_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
     let dir = RunDir::new("last-detached");
-    let (id, shim_pid) = {
-        let rt = with_image(&dir);
-        let options = BoxOptions { name: Some("daemon".into()), image: Some(IMAGE.into()), detached: true, ..Default::default() };
-        let lite_box = rt.create_box(options).unwrap();
-        stdout(&lite_box, "echo 'still here' > /root/state; sync").await;
-        let pid: u32 = std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
-        (lite_box.id().to_string(), pid)
-    }; // the runtime and every handle are gone
+    // The first runtime runs on an async runtime of its own, shut down after: nothing of it
+    // follows the VM any more, as if it had run in another process.
+    let (id, shim_pid) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            tokio.block_on(async {
+                let rt = with_image(&dir);
+                let options = BoxOptions { name: Some("daemon".into()), image: Some(IMAGE.into()), detached: true, ..Default::default() };
+                let lite_box = rt.create_box(options).unwrap();
+                stdout(&lite_box, "echo 'still here' > /root/state; sync").await;
+                let pid: u32 = std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
+                (lite_box.id().to_string(), pid)
+            })
+        });
+        first.join().unwrap()
+    }); // the runtime and every handle are gone
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(process_alive(shim_pid), "a detached VM must outlive its runtime");
 
@@ -370,9 +378,16 @@ async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
     assert_eq!((lite_box.id(), lite_box.status()), (id.as_str(), BoxStatus::Running));
     assert_eq!(stdout(&lite_box, "cat /root/state").await, "still here\n", "the next runtime attaches and execs");
     assert_eq!(std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim(), shim_pid.to_string(), "the same VM, not a new boot");
+    let cgroups = recorded_cgroups(&dir.0.join("home/boxes"));
     lite_box.stop().await.unwrap();
     assert_eq!(wait_gone(&[shim_pid], Duration::from_secs(2)), Vec::<u32>::new());
     assert_eq!(lite_box.status(), BoxStatus::Stopped);
+    // The shim is not this runtime's child, yet its cgroups go when it ends.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !existing(&cgroups).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(existing(&cgroups), Vec::<PathBuf>::new(), "cgroups of the attached VM left after it stopped (of {cgroups:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
