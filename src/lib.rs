@@ -11,7 +11,7 @@ pub use runtime::boxes::{BoxMetrics, BoxOptions, BoxStatus, LiteBox};
 pub use runtime::engine::{EngineChoice, EngineKind, HostVirtualization};
 pub use runtime::error::{Error, PullErrorKind, Result};
 pub use runtime::exec::{ExecCommand, ExecErrorKind, ExecMetrics, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
-pub use runtime::home::{BoxliteRuntime, RuntimeMetrics, RuntimeOptions};
+pub use runtime::home::{BoxliteRuntime, InvalidBox, RuntimeMetrics, RuntimeOptions};
 pub use runtime::spec::{DiskFormat, DiskSpec, JailOptions, Protections, VmSpec};
 pub use runtime::vm::{BootTimings, RootDisk, Vm, VmOptions};
 pub use boxlite_protocol::agent::PingResponse;

@@ -2,7 +2,8 @@
 //! run in the VM's cgroup with its limits, in their own namespaces, inside the jail root,
 //! as the VM's own uid, with no_new_privs and a seccomp filter; turning a protection off
 //! is explicit, logged and recorded; the cgroup limits hold against a guest that touches
-//! all its memory and a fork loop in the VM's pid namespace.
+//! all its memory and a fork loop in the VM's pid namespace; the cgroups go with the VM even
+//! when its async runtime shuts down under it.
 
 mod common;
 
@@ -126,6 +127,30 @@ async fn every_vm_process_is_jailed_and_the_box_still_boots_and_execs() {
     for cgroup in &applied.cgroups {
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     }
+}
+
+/// The async runtime that supervises a VM shuts down while the VM runs (the application's
+/// runtime ends, the `Vm` handle lives on): the shim is killed, and its cgroups go with it.
+#[test]
+fn a_vm_whose_async_runtime_shuts_down_leaves_no_cgroup_behind() {
+    let dir = RunDir::new("jail-runtime-gone");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let vm = runtime.block_on(boot_jailed(&dir, 128));
+    let cgroups = protections(&dir).cgroups;
+    assert!(!cgroups.is_empty() && cgroups.iter().all(|d| d.is_dir()), "{cgroups:?}");
+    let pids = vm.pids();
+    drop(runtime);
+    assert_eq!(wait_gone(&pids, Duration::from_secs(2)), Vec::<u32>::new(), "the VM outlived its async runtime");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let left = loop {
+        let left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(left.is_empty(), "cgroups left 3 s after the VM's async runtime shut down: {left:?}");
+    drop(vm);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

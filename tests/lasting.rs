@@ -1,9 +1,11 @@
 //! Boxes that last: state survives stop/start and a new runtime on the same home; a killed
 //! shim leaves a stopped box that starts again with its data; a crash during create leaves
-//! nothing that blocks; many boxes of one image run at once; metrics add up.
+//! nothing that blocks; a record that cannot be loaded is moved aside, never deleted; a
+//! killed shim or host process leaves no cgroup behind; many boxes of one image run at once; metrics add up.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use boxlite::{BoxOptions, BoxStatus, BoxliteRuntime, EngineChoice, Error, ExecCommand, RuntimeOptions};
@@ -92,17 +94,109 @@ fn a_crash_during_create_leaves_nothing_that_blocks() {
         let rt = runtime(&dir);
         rt.create_box(BoxOptions { name: Some("kept".into()), ..Default::default() }).unwrap();
     }
-    // What a crash between mkdir and the record leaves: a directory without config.json,
-    // and one with a torn record.
+    // What a crash between mkdir and the record leaves: an empty directory (swept), and one
+    // with a torn record (moved aside: a record that does not parse is never taken for junk).
     let boxes = dir.0.join("home/boxes");
     std::fs::create_dir_all(boxes.join("0123456789ab")).unwrap();
     std::fs::create_dir_all(boxes.join("ba9876543210")).unwrap();
     std::fs::write(boxes.join("ba9876543210/config.json"), b"{\"id\":\"ba98").unwrap();
     let rt = runtime(&dir);
-    assert!(!boxes.join("0123456789ab").exists() && !boxes.join("ba9876543210").exists(), "half boxes are swept");
+    assert!(!boxes.join("0123456789ab").exists(), "an empty half box is swept");
+    assert!(!boxes.join("ba9876543210").exists() && boxes.join(".invalid-ba9876543210/config.json").is_file(), "a torn record is moved aside");
     assert_eq!(rt.list_boxes().len(), 1);
     assert!(rt.get_box("kept").is_some());
     rt.create_box(BoxOptions { name: Some("fresh".into()), ..Default::default() }).unwrap();
+}
+
+/// The reasons `invalid_boxes` gives, by id, for assertion messages.
+fn invalid(rt: &BoxliteRuntime) -> Vec<(String, std::path::PathBuf, String)> {
+    rt.invalid_boxes().into_iter().map(|b| (b.id, b.dir, b.reason)).collect()
+}
+
+#[test]
+fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouched() {
+    let dir = RunDir::new("last-invalid");
+    let boxes = dir.0.join("home/boxes");
+    let (kept, corrupt, future) = {
+        let rt = runtime(&dir);
+        let ids: Vec<String> = ["kept", "corrupt", "future"]
+            .into_iter()
+            .map(|name| rt.create_box(BoxOptions { name: Some(name.into()), ..Default::default() }).unwrap().id().to_string())
+            .collect();
+        assert!(rt.invalid_boxes().is_empty(), "{:?}", invalid(&rt));
+        (ids[0].clone(), ids[1].clone(), ids[2].clone())
+    };
+    // The corrupt box has a disk: the user's data, which must survive its record.
+    std::fs::write(boxes.join(&corrupt).join("config.json"), b"\x00garbage{{ not json").unwrap();
+    std::fs::write(boxes.join(&corrupt).join("disk.qcow2"), b"the user's data").unwrap();
+    // A newer boxlite's record: another format, and fields this one cannot read.
+    let future_record = br#"{"format": 2, "id": "IDPLACEHOLDER", "options": "changed in format 2", "status": {"new": true}}"#;
+    let future_record = String::from_utf8_lossy(future_record).replace("IDPLACEHOLDER", &future);
+    std::fs::write(boxes.join(&future).join("config.json"), &future_record).unwrap();
+
+    let rt = runtime(&dir);
+    let listed: Vec<String> = rt.list_boxes().iter().map(|b| b.id().to_string()).collect();
+    assert_eq!(listed, [kept.as_str()], "only the valid box loads");
+    let found = invalid(&rt);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let aside = boxes.join(format!(".invalid-{corrupt}"));
+    let (id, at, reason) = found.iter().find(|(id, ..)| *id == corrupt).unwrap_or_else(|| panic!("the corrupt box is not listed: {found:?}"));
+    assert_eq!((id, at), (&corrupt, &aside), "{found:?}");
+    assert!(reason.contains("corrupt"), "{reason}");
+    assert!(!boxes.join(&corrupt).exists(), "the corrupt box stayed in place");
+    assert_eq!(std::fs::read(aside.join("disk.qcow2")).unwrap(), b"the user's data", "the disk is kept");
+    let (_, at, reason) = found.iter().find(|(id, ..)| *id == future).unwrap_or_else(|| panic!("the newer box is not listed: {found:?}"));
+    assert_eq!(at, &boxes.join(&future), "a newer boxlite's box stays where it is");
+    assert!(reason.contains("written by a newer boxlite (format 2, this one reads up to 1); upgrade boxlite to use it"), "{reason}");
+    assert_eq!(std::fs::read_to_string(boxes.join(&future).join("config.json")).unwrap(), future_record, "the newer record was changed");
+    assert!(rt.create_box(BoxOptions { name: Some("another".into()), ..Default::default() }).is_ok());
+    drop(rt);
+
+    // A later runtime still reports both (the reason of the one moved aside from its
+    // invalid-reason.txt), and a second bad directory of the same id gets its own name.
+    std::fs::create_dir_all(boxes.join(&corrupt)).unwrap();
+    // A whole record, but another box's: its id does not match its directory.
+    std::fs::copy(boxes.join(&kept).join("config.json"), boxes.join(&corrupt).join("config.json")).unwrap();
+    let rt = runtime(&dir);
+    let found = invalid(&rt);
+    assert_eq!(found.len(), 3, "{found:?}");
+    let second = boxes.join(format!(".invalid-{corrupt}-2"));
+    assert!(found.iter().any(|(id, at, reason)| *id == corrupt && *at == aside && reason.contains("corrupt")), "{found:?}");
+    assert!(found.iter().any(|(id, at, reason)| *id == corrupt && *at == second && reason.contains(&format!("names box {kept:?}"))), "{found:?}");
+    assert!(aside.join("disk.qcow2").is_file() && second.join("config.json").is_file());
+    assert_eq!(rt.list_boxes().len(), 2, "kept and another");
+}
+
+#[test]
+fn a_record_keeps_its_creation_time_and_a_record_from_before_formats_still_loads() {
+    let dir = RunDir::new("last-format");
+    let before = std::time::SystemTime::now();
+    let (new_id, old_id) = {
+        let rt = runtime(&dir);
+        let new = rt.create_box(BoxOptions { name: Some("new".into()), ..Default::default() }).unwrap();
+        let old = rt.create_box(BoxOptions { name: Some("old".into()), ..Default::default() }).unwrap();
+        (new.id().to_string(), old.id().to_string())
+    };
+    let after = std::time::SystemTime::now();
+    let boxes = dir.0.join("home/boxes");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(boxes.join(&new_id).join("config.json")).unwrap()).unwrap();
+    assert_eq!(record["format"], 1, "{record}");
+    // A record as boxlite wrote it before the format and the creation time existed.
+    let old_path = boxes.join(&old_id).join("config.json");
+    let mut old: serde_json::Value = serde_json::from_slice(&std::fs::read(&old_path).unwrap()).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    assert!(fields.remove("format").is_some() && fields.remove("created_at_ms").is_some(), "{old}");
+    std::fs::write(&old_path, serde_json::to_vec(&old).unwrap()).unwrap();
+
+    let rt = runtime(&dir);
+    let new = rt.get_box("new").expect("the new box loads");
+    // The record keeps milliseconds: compare at that grain.
+    let millis = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let created = millis(new.created_at());
+    assert!(millis(before) <= created && created <= millis(after), "created at {created}, between {} and {}", millis(before), millis(after));
+    let old = rt.get_box("old").expect("a record without a format reads as format 1");
+    assert_eq!(old.created_at(), std::time::UNIX_EPOCH);
+    assert!(rt.invalid_boxes().is_empty(), "{:?}", invalid(&rt));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +250,67 @@ async fn box_metrics_and_guest_stats() {
     lite_box.stop().await.unwrap();
 }
 
+/// The ones of `dirs` that exist.
+fn existing(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter().filter(|d| d.exists()).cloned().collect()
+}
+
+/// The cgroups of the one box under `boxes`, as its shim recorded them; they exist now.
+fn recorded_cgroups(boxes: &Path) -> Vec<PathBuf> {
+    let box_dir = std::fs::read_dir(boxes).unwrap().flatten().next().expect("one box").path();
+    let record = std::fs::read(box_dir.join("protections.json")).unwrap_or_else(|e| panic!("{}/protections.json: {e}", box_dir.display()));
+    let cgroups = serde_json::from_slice::<boxlite::Protections>(&record).unwrap().cgroups;
+    assert!(!cgroups.is_empty() && existing(&cgroups) == cgroups, "the VM's cgroups: {cgroups:?}");
+    cgroups
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shim_leaves_no_cgroup_behind() {
+    let dir = RunDir::new("last-kill-cgroups");
+    let rt = with_image(&dir);
+    let victim = rt.create_box(BoxOptions { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    stdout(&victim, "true").await;
+    let cgroups = recorded_cgroups(&dir.0.join("home/boxes"));
+    // A runtime opening another home meanwhile leaves a running VM's cgroups alone.
+    let elsewhere = RunDir::new("last-kill-cgroups-elsewhere");
+    drop(runtime(&elsewhere));
+    assert_eq!(existing(&cgroups), cgroups, "another runtime removed a running VM's cgroups");
+
+    let shim_pid: u32 = std::fs::read_to_string(victim.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The library sees the shim die; its VM's processes take a moment to leave the cgroups.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !existing(&cgroups).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(existing(&cgroups), Vec::<PathBuf>::new(), "cgroups of the killed VM left 3 s after its shim was killed (of {cgroups:?})");
+    assert_eq!(victim.status(), BoxStatus::Stopped);
+}
+
+/// A cgroup `boxlite/shim-<pid>` whose shim is gone (here: whose pid has exited), what a
+/// SIGKILLed host process leaves, is removed by the next runtime, its child cgroup first;
+/// nothing else under boxlite/ is touched.
+#[test]
+fn a_runtime_removes_the_cgroups_of_shims_that_no_longer_run_and_nothing_else() {
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() { "/sys/fs/cgroup/boxlite" } else { "/sys/fs/cgroup/pids/boxlite" };
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = exited.id();
+    exited.wait().unwrap();
+    let orphan = Path::new(base).join(format!("shim-{dead_pid}"));
+    let unrelated = Path::new(base).join(format!("not-a-shim-{}", std::process::id()));
+    std::fs::create_dir_all(orphan.join("child")).unwrap_or_else(|e| panic!("{}: {e} (the test needs root)", orphan.display()));
+    std::fs::create_dir_all(&unrelated).unwrap();
+
+    let dir = RunDir::new("last-sweep");
+    drop(runtime(&dir));
+    let (orphan_left, unrelated_kept) = (orphan.exists(), unrelated.exists());
+    // Cleaned up before asserting, so that a failure leaves nothing on the host.
+    let _ = std::fs::remove_dir(&unrelated);
+    let _ = std::fs::remove_dir(orphan.join("child")).and_then(|()| std::fs::remove_dir(&orphan));
+    assert!(!orphan_left, "{} (of exited pid {dead_pid}) was left", orphan.display());
+    assert!(unrelated_kept, "{} is no shim's cgroup, yet it was removed", unrelated.display());
+}
+
 #[test]
 fn a_killed_host_process_takes_its_boxes_vms_with_it() {
     let dir = RunDir::new("last-orphan");
@@ -183,27 +338,38 @@ fn a_killed_host_process_takes_its_boxes_vms_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(shim_pid.iter().all(|&p| process_alive(p)));
+    let cgroups = recorded_cgroups(&home.join("boxes"));
     owner.kill().unwrap(); // SIGKILL: no clean-up code of the owner runs
     owner.wait().unwrap();
     assert_eq!(wait_gone(&shim_pid, Duration::from_secs(2)), Vec::<u32>::new(), "the VM outlived its owner");
-    // The next runtime finds the box stopped, with the reason.
+    // The next runtime finds the box stopped, with the reason, and removes the VM's cgroups,
+    // which nobody saw end.
     let rt = runtime(&dir);
     let orphan = rt.get_box("orphan").unwrap();
     assert_eq!(orphan.status(), BoxStatus::Stopped);
     assert!(orphan.stop_reason().unwrap().contains("runtime that ran it exited"));
+    assert_eq!(existing(&cgroups), Vec::<PathBuf>::new(), "cgroups of the VM left after the next runtime opened (of {cgroups:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
     let dir = RunDir::new("last-detached");
-    let (id, shim_pid) = {
-        let rt = with_image(&dir);
-        let options = BoxOptions { name: Some("daemon".into()), image: Some(IMAGE.into()), detached: true, ..Default::default() };
-        let lite_box = rt.create_box(options).unwrap();
-        stdout(&lite_box, "echo 'still here' > /root/state; sync").await;
-        let pid: u32 = std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
-        (lite_box.id().to_string(), pid)
-    }; // the runtime and every handle are gone
+    // The first runtime runs on an async runtime of its own, shut down after: nothing of it
+    // follows the VM any more, as if it had run in another process.
+    let (id, shim_pid) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            tokio.block_on(async {
+                let rt = with_image(&dir);
+                let options = BoxOptions { name: Some("daemon".into()), image: Some(IMAGE.into()), detached: true, ..Default::default() };
+                let lite_box = rt.create_box(options).unwrap();
+                stdout(&lite_box, "echo 'still here' > /root/state; sync").await;
+                let pid: u32 = std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim().parse().unwrap();
+                (lite_box.id().to_string(), pid)
+            })
+        });
+        first.join().unwrap()
+    }); // the runtime and every handle are gone
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(process_alive(shim_pid), "a detached VM must outlive its runtime");
 
@@ -212,9 +378,16 @@ async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
     assert_eq!((lite_box.id(), lite_box.status()), (id.as_str(), BoxStatus::Running));
     assert_eq!(stdout(&lite_box, "cat /root/state").await, "still here\n", "the next runtime attaches and execs");
     assert_eq!(std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim(), shim_pid.to_string(), "the same VM, not a new boot");
+    let cgroups = recorded_cgroups(&dir.0.join("home/boxes"));
     lite_box.stop().await.unwrap();
     assert_eq!(wait_gone(&[shim_pid], Duration::from_secs(2)), Vec::<u32>::new());
     assert_eq!(lite_box.status(), BoxStatus::Stopped);
+    // The shim is not this runtime's child, yet its cgroups go when it ends.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !existing(&cgroups).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(existing(&cgroups), Vec::<PathBuf>::new(), "cgroups of the attached VM left after it stopped (of {cgroups:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

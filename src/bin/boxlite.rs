@@ -49,7 +49,7 @@ enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// List boxes: id, name, status, image.
+    /// List boxes: id, name, status, image; on stderr, the box directories that did not load.
     Ls,
     /// Remove a box and its disk.
     Rm {
@@ -102,8 +102,13 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
             run_in_box(&runtime, &name, image, import_layout, memory, timings, command).await
         }
         Command::Ls => {
-            for b in open()?.list_boxes() {
+            let runtime = open()?;
+            for b in runtime.list_boxes() {
                 println!("{}  {:<20} {:<10} {}", b.id(), b.name().unwrap_or("-"), format!("{:?}", b.status()).to_lowercase(), b.image().unwrap_or("-"));
+            }
+            // On stderr: what scripts parse on stdout stays one box per line.
+            for invalid in runtime.invalid_boxes() {
+                eprintln!("boxlite: box {} did not load ({}): {}", invalid.id, invalid.dir.display(), invalid.reason);
             }
             Ok(0)
         }

@@ -315,8 +315,11 @@ pub unsafe extern "C" fn boxlite_runtime_list_boxes(out: *mut *mut boxlite_box_l
         let mut boxes = runtime.list_boxes();
         boxes.sort_by(|a, b| a.created_at().cmp(&b.created_at()).then_with(|| a.id().cmp(b.id())));
         let text = |s: &str| CString::new(s.replace('\0', "\\0")).expect("NULs were replaced");
-        let invalid: Vec<InvalidEntry> = Vec::new(); // MERGE: runtime.invalid_boxes()
-        let _ = text;
+        let invalid = runtime
+            .invalid_boxes()
+            .iter()
+            .map(|i| InvalidEntry { id: text(&i.id), reason: text(&i.reason), dir: text(&i.dir.to_string_lossy()) })
+            .collect();
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(Box::new(boxlite_box_list_t { boxes, runtime, invalid })) };
         Ok(())

@@ -1,13 +1,14 @@
 //! `LiteBox`: one box of a runtime. Configured at create (every option checked then), running
 //! after `start()` or its first exec, stopped after `stop()` or when its VM ends.
 //!
-//! Each box's record (`boxes/<id>/config.json`: options, state, why it stopped) is written
-//! atomically at every change, so a new runtime on the same home finds every box as it was.
+//! Each box's record (`boxes/<id>/config.json`: format, options, creation time, state, why it
+//! stopped) is written atomically at every change, so a new runtime on the same home finds
+//! every box as it was.
 //! The box's disk (`disk.qcow2` for an image) lives in the same directory: its state.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,21 +63,57 @@ pub enum BoxStatus {
     Removed,
 }
 
+/// The format of the box records this boxlite writes, and the newest it reads. Raise it when
+/// a change would make an older boxlite misread a record; an older one then refuses the box
+/// instead of guessing (and leaves it alone).
+pub const BOX_RECORD_FORMAT: u32 = 1;
+
 /// What `boxes/<id>/config.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BoxRecord {
+    /// Records written before the field existed are format 1.
+    #[serde(default = "first_format")]
+    format: u32,
     id: String,
+    /// Unix milliseconds; 0 in records written before the field existed.
+    #[serde(default)]
+    created_at_ms: u64,
     options: BoxOptions,
     status: BoxStatus,
     /// Why the box last stopped, when it was not asked to (e.g. "the shim was killed").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stop_reason: Option<String>,
-    /// Unix milliseconds; 0 in records written before it was kept.
-    #[serde(default)]
-    created_at_ms: u64,
 }
 
-const RECORD_FILE: &str = "config.json";
+fn first_format() -> u32 {
+    1
+}
+
+/// The one field read before the rest: a newer format may have changed any other.
+#[derive(Deserialize)]
+struct RecordFormat {
+    #[serde(default = "first_format")]
+    format: u32,
+}
+
+/// Why a box directory did not load.
+#[derive(Debug)]
+pub(crate) enum RecordError {
+    /// Written by a newer boxlite: left as it is, for that boxlite.
+    Newer(String),
+    /// Missing, unreadable or corrupt.
+    Unreadable(String),
+}
+
+impl RecordError {
+    pub(crate) fn reason(&self) -> &str {
+        match self {
+            RecordError::Newer(reason) | RecordError::Unreadable(reason) => reason,
+        }
+    }
+}
+
+pub(crate) const RECORD_FILE: &str = "config.json";
 /// A detached box's running VM, for the next runtime to attach to.
 const ATTACH_FILE: &str = "vm.json";
 
@@ -97,8 +134,8 @@ pub struct LiteBox {
 
 struct BoxInner {
     id: String,
-    created_at_ms: u64,
     options: BoxOptions,
+    created_at_ms: u64,
     dir: PathBuf,
     /// Keeps the runtime's home locked while this box lives.
     runtime: Arc<RuntimeShared>,
@@ -130,7 +167,9 @@ impl LiteBox {
         let id = random_id();
         let dir = runtime.boxes_dir().join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let lite_box = LiteBox::from_record(runtime, dir.clone(), BoxRecord { id, options, status: BoxStatus::Configured, stop_reason: None, created_at_ms: now_ms() });
+        let created_at_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let record = BoxRecord { format: BOX_RECORD_FORMAT, id, created_at_ms, options, status: BoxStatus::Configured, stop_reason: None };
+        let lite_box = LiteBox::from_record(runtime, dir.clone(), record);
         // The record is the box: without it (a crash right here) the directory is swept
         // away by the next runtime and blocks no name.
         if let Err(e) = lite_box.persist() {
@@ -142,14 +181,8 @@ impl LiteBox {
 
     /// Loads a box from its directory. A box that was running when its runtime went away
     /// is stopped now (its VM died with that runtime), and says so.
-    pub(crate) fn load(runtime: Arc<RuntimeShared>, dir: &Path) -> Result<LiteBox> {
-        let path = dir.join(RECORD_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        let mut record: BoxRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::InvalidState { what: format!("box record {}", path.display()), reason: format!("it is corrupt ({e})") })?;
-        if record.id != dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default() {
-            return Err(Error::InvalidState { what: format!("box record {}", path.display()), reason: "its id does not match its directory".into() });
-        }
+    pub(crate) fn load(runtime: Arc<RuntimeShared>, dir: &Path) -> Result<LiteBox, RecordError> {
+        let mut record = read_record(dir)?;
         // A detached box whose shim still runs stays running: `running_vm` attaches to it.
         let attachable = record.options.detached && shim_alive(&dir.join(ATTACH_FILE));
         let was_running = record.status == BoxStatus::Running && !attachable;
@@ -164,16 +197,19 @@ impl LiteBox {
         }
         let lite_box = LiteBox::from_record(runtime, dir.to_path_buf(), record);
         if was_running {
-            lite_box.persist()?;
+            // The box is as good as loaded: its next change writes the record again.
+            if let Err(e) = lite_box.persist() {
+                tracing::warn!(box_id = %lite_box.inner.id, "cannot record that the box stopped: {e}");
+            }
         }
         Ok(lite_box)
     }
 
     fn from_record(runtime: Arc<RuntimeShared>, dir: PathBuf, record: BoxRecord) -> LiteBox {
         let inner = BoxInner {
-            created_at_ms: record.created_at_ms,
             id: record.id,
             options: record.options,
+            created_at_ms: record.created_at_ms,
             dir,
             runtime,
             state: Mutex::new(BoxState {
@@ -202,7 +238,14 @@ impl LiteBox {
         if status == BoxStatus::Removed {
             return Ok(());
         }
-        let record = BoxRecord { id: self.inner.id.clone(), options: self.inner.options.clone(), status, stop_reason, created_at_ms: self.inner.created_at_ms };
+        let record = BoxRecord {
+            format: BOX_RECORD_FORMAT,
+            id: self.inner.id.clone(),
+            created_at_ms: self.inner.created_at_ms,
+            options: self.inner.options.clone(),
+            status,
+            stop_reason,
+        };
         let bytes = serde_json::to_vec_pretty(&record).expect("a box record always serializes");
         write_atomic(&self.inner.dir, &self.inner.dir.join(RECORD_FILE), &bytes)
     }
@@ -225,17 +268,17 @@ impl LiteBox {
         &self.inner.id
     }
 
-    /// When the box was created (the Unix epoch for boxes recorded before this was kept).
-    pub fn created_at(&self) -> std::time::SystemTime {
-        std::time::UNIX_EPOCH + Duration::from_millis(self.inner.created_at_ms)
-    }
-
     pub fn name(&self) -> Option<&str> {
         self.inner.options.name.as_deref()
     }
 
     pub fn options(&self) -> &BoxOptions {
         &self.inner.options
+    }
+
+    /// When the box was created; `UNIX_EPOCH` for a box whose record predates the field.
+    pub fn created_at(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.inner.created_at_ms)
     }
 
     /// The (normalised) image reference the box runs, if it runs one.
@@ -464,6 +507,31 @@ impl LiteBox {
     }
 }
 
+/// What keeps the box in `dir` from loading, if anything does.
+pub(crate) fn record_error(dir: &Path) -> Option<RecordError> {
+    read_record(dir).err()
+}
+
+/// Reads and checks `dir/config.json`: its format first, then the rest, then that its id is
+/// its directory's name.
+fn read_record(dir: &Path) -> Result<BoxRecord, RecordError> {
+    // Reasons name the file, not its path: they stay true once the directory is moved aside.
+    let bytes = std::fs::read(dir.join(RECORD_FILE)).map_err(|e| RecordError::Unreadable(format!("cannot read {RECORD_FILE}: {e}")))?;
+    let corrupt = |e: serde_json::Error| RecordError::Unreadable(format!("{RECORD_FILE} is corrupt ({e})"));
+    let RecordFormat { format } = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if format > BOX_RECORD_FORMAT {
+        return Err(RecordError::Newer(format!(
+            "{RECORD_FILE} was written by a newer boxlite (format {format}, this one reads up to {BOX_RECORD_FORMAT}); upgrade boxlite to use it"
+        )));
+    }
+    let record: BoxRecord = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if record.id != dir_name {
+        return Err(RecordError::Unreadable(format!("{RECORD_FILE} names box {:?}, not its directory's {dir_name:?}", record.id)));
+    }
+    Ok(record)
+}
+
 /// Marks the box stopped (with the reason) when the VM of boot number `boot` ends on its
 /// own, unless the box was stopped, removed or booted again meanwhile.
 fn watch_for_exit(inner: Weak<BoxInner>, mut exit: tokio::sync::watch::Receiver<Option<ShimExit>>, boot: u64) -> tokio::task::AbortHandle {
@@ -555,12 +623,7 @@ fn shim_alive(attach_file: &Path) -> bool {
     let Some(info) = std::fs::read(attach_file).ok().and_then(|b| serde_json::from_slice::<AttachInfo>(&b).ok()) else {
         return false;
     };
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains("boxlite-shim")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::runtime::vm::shim_running(info.shim_pid)
 }
 
 /// 12 random hex digits.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
+use crate::runtime::boxes::{record_error, BoxOptions, BoxStatus, LiteBox, RecordError};
 use crate::runtime::engine::EngineChoice;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::images::pull::RegistryOptions;
@@ -70,6 +70,26 @@ impl RuntimeShared {
     }
 }
 
+/// A directory under `boxes/` that did not load as a box. Nothing in it was deleted: inspect
+/// it, then repair its `config.json` and move it back to `boxes/<id>`, or delete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBox {
+    /// The box's id: its directory's name before it was moved aside.
+    pub id: String,
+    /// Where the directory is now: `boxes/.invalid-<id>` (a corrupt, unreadable or missing
+    /// record, moved aside), or still `boxes/<id>` (a newer boxlite's record, left for it).
+    pub dir: PathBuf,
+    /// Why it did not load.
+    pub reason: String,
+}
+
+/// The name prefix of box directories moved aside (their record could not be loaded).
+const INVALID_PREFIX: &str = ".invalid-";
+/// In a directory moved aside: its id and why (`id: ...` and `reason: ...` lines).
+const INVALID_REASON_FILE: &str = "invalid-reason.txt";
+/// The most of `invalid-reason.txt` read back; what boxlite writes there is one line or two.
+const MAX_REASON_BYTES: u64 = 64 * 1024;
+
 /// A boxlite runtime. Cheap to clone; all clones are the same runtime.
 #[derive(Clone)]
 pub struct BoxliteRuntime {
@@ -79,7 +99,8 @@ pub struct BoxliteRuntime {
 
 impl BoxliteRuntime {
     /// Opens (creating if needed) the home directory and locks it. A second runtime on the
-    /// same home fails at once with the holder's pid.
+    /// same home fails at once with the holder's pid. Removes the cgroups of boxlite shims on
+    /// this host that no longer run (waiting up to 2 s for VM processes still exiting).
     pub fn new(options: RuntimeOptions) -> Result<BoxliteRuntime> {
         let home = match options.home {
             Some(home) => home,
@@ -99,6 +120,8 @@ impl BoxliteRuntime {
         let images = ImageManager::open(&home.join("images"), options.registries)?;
         let shared = Arc::new(RuntimeShared { home, engine: options.engine, images, counters: RuntimeCounters::default(), _lock: lock });
         let boxes = load_boxes(&shared)?;
+        // Those of shims that ended unseen (a SIGKILLed process that ran boxes).
+        crate::runtime::cgroups::remove_orphaned();
         Ok(BoxliteRuntime { shared, boxes: Arc::new(RwLock::new(boxes)) })
     }
 
@@ -165,6 +188,34 @@ impl BoxliteRuntime {
         }
     }
 
+    /// The directories under `boxes/` that are not boxes this runtime loaded: those moved
+    /// aside because their record was corrupt, unreadable or missing (by this runtime or an
+    /// earlier one), and those whose record a newer boxlite wrote (left in place). Sorted by
+    /// directory.
+    pub fn invalid_boxes(&self) -> Vec<InvalidBox> {
+        // Held while scanning: a box being created has its directory before its record.
+        let boxes = self.boxes.read().unwrap_or_else(|e| e.into_inner());
+        let dir = self.shared.boxes_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let mut invalid = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !path.is_dir() {
+                continue;
+            }
+            if let Some(id) = name.strip_prefix(INVALID_PREFIX) {
+                invalid.push(read_set_aside(path, id));
+            } else if !name.starts_with('.') && !boxes.contains_key(&name) {
+                if let Some(e) = record_error(&path) {
+                    invalid.push(InvalidBox { id: name, dir: path, reason: e.reason().to_string() });
+                }
+            }
+        }
+        invalid.sort_by(|a, b| a.dir.cmp(&b.dir));
+        invalid
+    }
+
     /// Removes a box: refuses a running one unless `force` (which stops it first), then
     /// deletes its directory.
     pub async fn remove_box(&self, id_or_name: &str, force: bool) -> Result<()> {
@@ -175,28 +226,82 @@ impl BoxliteRuntime {
     }
 }
 
-/// The boxes recorded under `boxes/`. A directory without a readable record is what a crash
-/// during create leaves: it is removed, so that it blocks nothing.
+/// The boxes recorded under `boxes/`. A directory whose record cannot be loaded is moved
+/// aside to `boxes/.invalid-<id>`, whole (its disk is the user's data), and reported by
+/// `invalid_boxes`; one of a newer boxlite is left as it is. Only an empty directory, what a
+/// crash at the very start of create leaves, is removed.
 fn load_boxes(shared: &Arc<RuntimeShared>) -> Result<HashMap<String, LiteBox>> {
     let dir = shared.boxes_dir();
     let mut boxes = HashMap::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
     for entry in entries.flatten() {
         let path = entry.path();
-        if !path.is_dir() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Dot directories are not boxes: `.invalid-*` are those moved aside.
+        if !path.is_dir() || name.starts_with('.') {
             continue;
         }
         match LiteBox::load(shared.clone(), &path) {
             Ok(lite_box) => {
                 boxes.insert(lite_box.id().to_string(), lite_box);
             }
-            Err(e) => {
-                tracing::warn!(dir = %path.display(), "removing a box directory without a valid record (a crash during create?): {e}");
-                let _ = std::fs::remove_dir_all(&path);
+            Err(RecordError::Newer(reason)) => {
+                tracing::warn!(dir = %path.display(), "leaving a box of a newer boxlite as it is: {reason}");
+            }
+            Err(RecordError::Unreadable(reason)) => {
+                let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+                // remove_dir, not remove_dir_all: it refuses if anything appeared meanwhile.
+                if empty && std::fs::remove_dir(&path).is_ok() {
+                    tracing::info!(dir = %path.display(), "removed an empty box directory (a crash at the start of create)");
+                    continue;
+                }
+                set_aside(&dir, &path, &name, &reason);
             }
         }
     }
     Ok(boxes)
+}
+
+/// Moves a box directory whose record cannot be loaded to `boxes/.invalid-<id>` (or
+/// `.invalid-<id>-<n>` if that is taken) and writes why into it. If it cannot be moved it
+/// stays, and `invalid_boxes` still reports it.
+fn set_aside(boxes_dir: &Path, path: &Path, id: &str, reason: &str) {
+    let mut aside = boxes_dir.join(format!("{INVALID_PREFIX}{id}"));
+    let mut n = 1;
+    // symlink_metadata: a dangling link at that name is taken too.
+    while std::fs::symlink_metadata(&aside).is_ok() {
+        n += 1;
+        aside = boxes_dir.join(format!("{INVALID_PREFIX}{id}-{n}"));
+    }
+    if let Err(e) = std::fs::rename(path, &aside) {
+        tracing::warn!(dir = %path.display(), "a box record cannot be loaded ({reason}) and the directory cannot be moved aside to {}: {e}; it stays as it is", aside.display());
+        return;
+    }
+    let note = format!("id: {id}\nreason: {}\n", reason.replace('\n', " "));
+    if let Err(e) = std::fs::write(aside.join(INVALID_REASON_FILE), note) {
+        tracing::warn!(dir = %aside.display(), "cannot write {INVALID_REASON_FILE}: {e}");
+    }
+    tracing::warn!(
+        dir = %aside.display(),
+        "moved box {id} aside to {}: {reason}; nothing in it was deleted: repair its {} and move it back to {}, or delete it",
+        aside.display(),
+        crate::runtime::boxes::RECORD_FILE,
+        path.display()
+    );
+}
+
+/// A directory moved aside, as `invalid-reason.txt` describes it (`name_id`: the id its name gives).
+fn read_set_aside(dir: PathBuf, name_id: &str) -> InvalidBox {
+    let mut note = String::new();
+    if let Ok(file) = File::open(dir.join(INVALID_REASON_FILE)) {
+        let _ = file.take(MAX_REASON_BYTES).read_to_string(&mut note);
+    }
+    let field = |key: &str| note.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string);
+    InvalidBox {
+        id: field("id: ").unwrap_or_else(|| name_id.to_string()),
+        reason: field("reason: ").unwrap_or_else(|| format!("moved aside by boxlite; its {INVALID_REASON_FILE} is missing or unreadable")),
+        dir,
+    }
 }
 
 fn default_home() -> Result<PathBuf> {

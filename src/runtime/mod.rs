@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod boxes;
+mod cgroups;
 pub mod engine;
 pub mod error;
 pub mod exec;

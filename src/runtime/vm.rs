@@ -1,5 +1,5 @@
 //! Booting a VM through boxlite-shim and holding on to it: the shim process, its exit, the
-//! agent connection, and the clean-up of every process and socket it leaves.
+//! agent connection, and the clean-up of every process, socket and cgroup it leaves.
 //!
 //! The shim reads the spec as one JSON line on stdin and keeps reading: stdin reaching EOF
 //! means this process is gone (the kernel closes our end when we die, however we die), and a
@@ -20,6 +20,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 
 use crate::runtime::agent::AgentClient;
+use crate::runtime::cgroups;
 use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
@@ -385,11 +386,10 @@ impl Vm {
     /// runs, follows it through a pidfd, and pings its agent, which must answer with the
     /// boot id recorded at boot (the socket could otherwise lead to another VM).
     pub async fn attach(info: AttachInfo) -> Result<Vm> {
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.shim_pid)).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains("boxlite-shim") {
+        if !shim_running(info.shim_pid) {
             return Err(Error::NotFound { what: format!("the shim (pid {}) of the detached VM", info.shim_pid) });
         }
-        let (exit, kill) = supervise_attached(info.shim_pid)?;
+        let (exit, kill) = supervise_attached(info.shim_pid, info.spec.clone())?;
         let endpoint = info.spec.host_to_guest(AGENT_VSOCK_PORT);
         let agent = AgentClient::connect(&endpoint, RPC_TIMEOUT).await.map_err(|cause| Error::Agent { rpc: "connect", cause })?;
         let first_ping = agent.ping(RPC_TIMEOUT).await.map_err(|cause| Error::Agent { rpc: "Ping", cause })?;
@@ -551,17 +551,20 @@ impl Drop for KillOnError {
 }
 
 /// Owns the shim's `Child`: waits for it, kills it on request, publishes its exit, and then
-/// removes the VM's socket files (which a SIGKILLed shim cannot do).
-fn supervise(mut child: Child, spec: VmSpec) -> (watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>) {
+/// removes what a SIGKILLed shim leaves: the VM's socket files and its cgroups.
+fn supervise(child: Child, spec: VmSpec) -> (watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>) {
     let (exit_tx, exit_rx) = watch::channel(None);
     let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<()>();
+    let shim_pid = child.id().unwrap_or(0);
+    let mut shim = Supervised { child, shim_pid, spec: Some(spec) };
     tokio::spawn(async move {
         let status = loop {
             tokio::select! {
-                status = child.wait() => break status,
-                Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
+                status = shim.child.wait() => break status,
+                Some(()) = kill_rx.recv() => { let _ = shim.child.start_kill(); }
             }
         };
+        let spec = shim.spec.take().expect("the spec is taken once, here or on drop");
         let status = match status {
             Ok(status) => status,
             Err(_) => {
@@ -572,15 +575,55 @@ fn supervise(mut child: Child, spec: VmSpec) -> (watch::Receiver<Option<ShimExit
         if !spec.detached {
             spec::remove_socket_files(&spec);
         }
-        remove_cgroups(&spec);
+        // After a clean exit they are empty now (the shim waits for its children); after a
+        // SIGKILL the VM's processes are still exiting: those are retried off this task, so
+        // that the exit is published at once.
+        let left = cgroups::remove(&cgroups::of_shim(shim_pid, &recorded_cgroups(&spec)), Duration::ZERO);
         let _ = exit_tx.send(Some(ShimExit { status: Some(status) }));
+        remove_cgroups_later(left.into_iter().map(|(dir, _)| dir).collect());
     });
     (exit_rx, kill_tx)
 }
 
+/// The shim being supervised. If the supervising task is dropped before the shim ended (its
+/// async runtime shut down), this kills a non-detached shim (as the `Child`'s kill_on_drop
+/// would) and removes its cgroups once its VM has gone.
+struct Supervised {
+    child: Child,
+    shim_pid: u32,
+    /// Taken by the task when the shim ended.
+    spec: Option<VmSpec>,
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let Some(spec) = self.spec.take() else { return };
+        if spec.detached {
+            return; // it keeps running, for the next runtime to attach to
+        }
+        let _ = self.child.start_kill();
+        remove_cgroups_later(cgroups::of_shim(self.shim_pid, &recorded_cgroups(&spec)));
+    }
+}
+
+/// Removes cgroups of an ended shim while its VM's processes finish exiting (bounded by
+/// `cgroups::REMOVE_PATIENCE`). A thread of its own: it must not hold up the async runtime,
+/// nor depend on it still running. What it cannot remove, the next runtime does.
+fn remove_cgroups_later(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    let removing = std::thread::Builder::new()
+        .name("boxlite-cgroups".into())
+        .spawn(move || cgroups::report_left(&cgroups::remove(&dirs, cgroups::REMOVE_PATIENCE)));
+    if let Err(e) = removing {
+        tracing::warn!("cannot start a thread to remove an ended shim's cgroups: {e}; the next runtime removes them");
+    }
+}
+
 /// Follows a shim that is not our child (a detached VM another runtime started) through a
-/// pidfd: publishes its end, kills it on request.
-fn supervise_attached(pid: u32) -> Result<(watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>)> {
+/// pidfd: publishes its end, kills it on request, and removes its cgroups once it ended.
+fn supervise_attached(pid: u32, spec: VmSpec) -> Result<(watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>)> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if raw < 0 {
@@ -603,22 +646,23 @@ fn supervise_attached(pid: u32) -> Result<(watch::Receiver<Option<ShimExit>>, mp
                 }
             }
         }
+        let left = cgroups::remove(&cgroups::of_shim(pid, &recorded_cgroups(&spec)), Duration::ZERO);
         let _ = exit_tx.send(Some(ShimExit { status: None }));
+        remove_cgroups_later(left.into_iter().map(|(dir, _)| dir).collect());
     });
     Ok((exit_rx, kill_tx))
 }
 
-/// Removes the (now empty) cgroups the shim recorded. Only directories under a cgroup
-/// mount's `boxlite/` are touched: the record is the shim's word.
-fn remove_cgroups(spec: &VmSpec) {
-    let Ok(bytes) = std::fs::read(spec.protections_file()) else { return };
-    let Ok(protections) = serde_json::from_slice::<Protections>(&bytes) else { return };
-    for dir in protections.cgroups {
-        let inside = dir.starts_with("/sys/fs/cgroup") && dir.components().any(|c| c.as_os_str() == "boxlite");
-        if inside && !dir.components().any(|c| c == std::path::Component::ParentDir) {
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
+/// The cgroups the shim recorded in `protections.json` (`cgroups::of_shim` checks each).
+fn recorded_cgroups(spec: &VmSpec) -> Vec<PathBuf> {
+    let Ok(bytes) = std::fs::read(spec.protections_file()) else { return Vec::new() };
+    serde_json::from_slice::<Protections>(&bytes).map(|p| p.cgroups).unwrap_or_default()
+}
+
+/// Whether `pid` is a running boxlite-shim (a pid can be reused by another program).
+pub(crate) fn shim_running(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains("boxlite-shim")
 }
 
 async fn wait_exit(exit: &watch::Receiver<Option<ShimExit>>, timeout: Duration) -> Option<ShimExit> {

@@ -25,9 +25,13 @@
     CHECK(strlen(boxlite_error_message(err_)) > 0); \
     boxlite_error_free(err_); } while (0)
 
-/* A new, empty home directory for this test's runtime. */
+/* A new, empty home directory (each call another; up to 8 per test). */
 static inline const char *test_home(void) {
-    static char path[] = "/tmp/boxlite-ctest-XXXXXX";
+    static char paths[8][32];
+    static int used;
+    if (used == 8) FAIL("more than 8 test homes");
+    char *path = paths[used++];
+    strcpy(path, "/tmp/boxlite-ctest-XXXXXX");
     if (!mkdtemp(path)) FAIL("mkdtemp failed");
     return path;
 }

@@ -2,7 +2,9 @@
  * process opens the same home, finds the box by name and by listing, reads its name, image,
  * status and creation time, restarts it and reads the file. Then a detached box: one process
  * starts it and exits; the next finds it still running (the same VM: a file in its tmpfs is
- * still there) and uses it. Each step runs as its own process (this program, re-executed). */
+ * still there) and uses it. Each step runs as its own process (this program, re-executed).
+ * Last, a box whose record is corrupted on disk: listed apart as invalid, with the reason and
+ * where it was moved, its disk still there. */
 #include "common.h"
 #include <sys/wait.h>
 #include <unistd.h>
@@ -117,6 +119,42 @@ static int attach_step(const char *home) {
     return 0;
 }
 
+/* A box whose config.json is garbage: the next runtime lists it as invalid, never deletes it. */
+static void invalid_record(void) {
+    const char *home = test_home();
+    boxlite_runtime_t *runtime = runtime_on(home);
+    boxlite_box_t *box = test_box(runtime);
+    char id[64], path[512];
+    snprintf(id, sizeof id, "%s", boxlite_box_id(box));
+    boxlite_box_free(box);
+    boxlite_runtime_free(runtime);
+    snprintf(path, sizeof path, "%s/boxes/%s/config.json", home, id);
+    FILE *record = fopen(path, "w");
+    CHECK(record && fputs("{ not json", record) >= 0 && fclose(record) == 0);
+    snprintf(path, sizeof path, "%s/boxes/%s/disk.qcow2", home, id);
+    FILE *disk = fopen(path, "w");
+    CHECK(disk && fputs("the user's data", disk) >= 0 && fclose(disk) == 0);
+
+    runtime = runtime_on(home);
+    boxlite_box_list_t *list = NULL;
+    OK(boxlite_runtime_list_boxes(&list, runtime));
+    size_t len = 99, invalid = 0;
+    OK(boxlite_box_list_len(&len, list));
+    OK(boxlite_box_list_invalid_len(&invalid, list));
+    CHECK(len == 0 && invalid == 1);
+    const char *invalid_id = NULL, *reason = NULL, *dir = NULL;
+    OK(boxlite_box_list_invalid_get(&invalid_id, &reason, &dir, list, 0));
+    CHECK(strcmp(invalid_id, id) == 0);
+    if (!strstr(reason, "config.json")) FAIL("the reason does not name the record: %s", reason);
+    snprintf(path, sizeof path, "%s/disk.qcow2", dir);
+    FILE *kept = fopen(path, "r");
+    if (!kept) FAIL("the disk is gone from %s", dir);
+    fclose(kept);
+    EXPECT_ERROR(boxlite_box_list_invalid_get(NULL, NULL, NULL, list, 1), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_box_list_free(list);
+    boxlite_runtime_free(runtime);
+}
+
 static void run_step(const char *self, const char *step, const char *home) {
     pid_t pid = fork();
     if (pid < 0) FAIL("fork failed");
@@ -142,5 +180,6 @@ int main(int argc, char **argv) {
     run_step(argv[0], "find", home);
     run_step(argv[0], "detach", home);
     run_step(argv[0], "attach", home);
+    invalid_record();
     return 0;
 }
