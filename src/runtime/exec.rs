@@ -19,7 +19,7 @@ use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use tokio::sync::{mpsc, OnceCell};
 
 use crate::runtime::agent::context;
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::vm::Link;
 
 /// Chunks buffered per output stream between the pump and the consumer.
@@ -278,7 +278,7 @@ impl Execution {
                 Ok(WireErrorKind::INVALID_ARGUMENT) => ExecErrorKind::InvalidArgument,
                 _ => ExecErrorKind::SpawnFailed,
             };
-            return Err(Error::ExecRefused { program: command.program, kind, message: bounded(&error.message) });
+            return Err(Error::ExecRefused { program: command.program, kind, message: quoted(&error.message, MAX_QUOTED_MESSAGE) });
         }
         if response.exec_id.is_empty() || response.exec_id.len() > MAX_EXEC_ID {
             counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -432,17 +432,4 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
         }
     });
     OutputStream { chunks: rx }
-}
-
-/// Guest-supplied text, cut to a length fit for an error message.
-fn bounded(text: &str) -> String {
-    const MAX: usize = 1024;
-    if text.len() <= MAX {
-        return text.to_string();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::runtime::agent::AgentClient;
 use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization};
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::helpers;
 use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections, ShimEvent, VmSpec};
@@ -239,7 +239,8 @@ impl Link {
         let failed = tokio::select! {
             result = call => match result {
                 Ok(value) => return Ok(value),
-                Err(cause) => cause.to_string(),
+                // A ttrpc status carries the agent's own message, of any length.
+                Err(cause) => quoted(&cause.to_string(), MAX_QUOTED_MESSAGE),
             },
             Ok(e) = exit.wait_for(Option::is_some) => {
                 let e = e.clone().expect("waited for Some");
@@ -312,7 +313,8 @@ impl Vm {
         };
         let (vmm_pid, helper_pids) = match started_event {
             Ok(ShimEvent::VmStarted { vmm_pid, helper_pids }) => (vmm_pid, helper_pids),
-            Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message }),
+            // The shim hosts the VMM (krun): its words are bounded like the guest's.
+            Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message: quoted(&message, MAX_QUOTED_MESSAGE) }),
             Err(reason) => {
                 let exited = wait_exit(&exit, Duration::from_secs(1)).await;
                 return Err(match exited {
@@ -638,7 +640,7 @@ async fn next_event(events: &mut BufReader<ChildStdout>) -> Result<ShimEvent, St
     match (read, line.last()) {
         (0, _) => Err("the shim closed its status pipe".into()),
         (_, Some(b'\n')) => serde_json::from_slice(&line)
-            .map_err(|e| format!("unreadable shim status {:?}: {e}", String::from_utf8_lossy(&line))),
+            .map_err(|e| format!("unreadable shim status {:?}: {e}", quoted(&String::from_utf8_lossy(&line), MAX_QUOTED_MESSAGE))),
         _ => Err(format!("the shim printed a status line longer than {MAX_SHIM_LINE} bytes")),
     }
 }
