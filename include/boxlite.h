@@ -693,8 +693,9 @@ void boxlite_execution_free(boxlite_execution_t *execution);
 /**
  * Runs `command` in the box to completion (stdin closed at once) and collects its output.
  * Blocks. On success `*out` owns the result (free with `boxlite_output_free`); a non-zero
- * exit is a success of this call (see `boxlite_output_status`). Errors: as for
- * `boxlite_box_exec`. Thread-safe.
+ * exit is a success of this call (see `boxlite_output_status`). Each stream is kept up to
+ * 64 MiB: a process that writes more is killed (signal 9) and the rest of its output
+ * discarded. Errors: as for `boxlite_box_exec`. Thread-safe.
  *
  * # Safety
  * `out` is NULL or valid for writing a pointer; `box` and `command` are NULL or live.
