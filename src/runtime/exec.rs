@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::{
     exec_error::Kind as WireErrorKind, OutputStream as WireStream, ReadOutputRequest, ReleaseRequest, ResizeRequest,
@@ -22,7 +22,7 @@ use boxlite_protocol::agent::{
 use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use tokio::sync::{mpsc, OnceCell};
 
-use crate::runtime::agent::context;
+use crate::runtime::agent::{context, AgentClient};
 use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::vm::Link;
 
@@ -35,6 +35,14 @@ const RPC_MARGIN: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest exec id we accept from the guest.
 const MAX_EXEC_ID: usize = 64;
+/// A long poll answered "nothing yet" sooner than this is early: an honest agent says so only
+/// when the poll's wait has passed.
+const EARLY_REPLY: Duration = Duration::from_secs(LONG_POLL.as_secs() / 2);
+/// The pause after an early reply, doubling with each one in a row up to EARLY_BACKOFF_MAX.
+const EARLY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const EARLY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Early replies in a row after which the stream or the wait fails (about 43 s of backoff).
+const MAX_EARLY_REPLIES: u32 = 50;
 /// The default of [`ExecCommand::output_limit`]: 64 MiB per stream.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 << 20;
 
@@ -289,6 +297,13 @@ impl StdinWriter {
 }
 
 impl Execution {
+    /// Starts a process through an agent connection with no VM behind it: no shim whose
+    /// exit to watch, nothing kept alive. For tests that play a hostile agent; not an API.
+    #[doc(hidden)]
+    pub async fn start_unsupervised(agent: AgentClient, command: ExecCommand) -> Result<Execution> {
+        Execution::start(Link::unsupervised(agent), Arc::default(), command).await
+    }
+
     pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand) -> Result<Execution> {
         command.validate()?;
         let (rows, cols) = command.tty.unwrap_or((0, 0));
@@ -373,8 +388,10 @@ impl Execution {
 
     async fn wait_once(&self) -> Result<ExecStatus> {
         let execution = self.link.agent.execution();
+        let mut early = EarlyReplies::new("Wait");
         loop {
             let request = WaitRequest { exec_id: self.id.clone(), wait_ms: LONG_POLL.as_millis() as u64, ..Default::default() };
+            let asked = Instant::now();
             let response = self.link.call("Wait", execution.wait(context(LONG_POLL + RPC_MARGIN), &request)).await?;
             if response.exited {
                 return Ok(ExecStatus {
@@ -383,6 +400,7 @@ impl Execution {
                     timed_out: response.timed_out,
                 });
             }
+            early.nothing_after(asked.elapsed()).await?;
         }
     }
 
@@ -477,6 +495,7 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CHUNKS);
     tokio::spawn(async move {
         let execution = link.agent.execution();
+        let mut early = EarlyReplies::new("ReadOutput");
         loop {
             let request = ReadOutputRequest {
                 exec_id: exec_id.clone(),
@@ -485,6 +504,7 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
                 wait_ms: LONG_POLL.as_millis() as u64,
                 ..Default::default()
             };
+            let asked = Instant::now();
             let response = match link.call("ReadOutput", execution.read_output(context(LONG_POLL + RPC_MARGIN), &request)).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -497,17 +517,73 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
                 let _ = tx.send(Err(Error::GuestProtocol { what })).await;
                 return;
             }
-            if !response.data.is_empty() {
-                counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
-                // A closed receiver means nobody wants the output: keep draining it.
-                let _ = tx.send(Ok(response.data)).await;
-            }
             if response.eof {
+                if !response.data.is_empty() {
+                    counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
+                    let _ = tx.send(Ok(response.data)).await;
+                }
                 return;
             }
+            if response.data.is_empty() {
+                if let Err(e) = early.nothing_after(asked.elapsed()).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                continue;
+            }
+            early.reset();
+            counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
+            // A closed receiver means nobody wants the output: keep draining it.
+            let _ = tx.send(Ok(response.data)).await;
         }
     });
     OutputStream { chunks: rx }
+}
+
+/// Early "nothing yet" answers to one long poll, in a row. An agent that answers at once
+/// with nothing would otherwise make the host ask again at once, busy-looping on the
+/// runtime's shared workers: each early answer is followed by a pause (doubling, bounded),
+/// and after MAX_EARLY_REPLIES of them the poll fails with `Error::GuestProtocol`.
+struct EarlyReplies {
+    rpc: &'static str,
+    in_a_row: u32,
+}
+
+impl EarlyReplies {
+    fn new(rpc: &'static str) -> EarlyReplies {
+        EarlyReplies { rpc, in_a_row: 0 }
+    }
+
+    /// Data came: the agent is doing its job.
+    fn reset(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    /// The poll came back with nothing after `took`: fine after (most of) the poll's wait;
+    /// early, it costs a pause, and too many in a row are an error.
+    async fn nothing_after(&mut self, took: Duration) -> Result<()> {
+        if took >= EARLY_REPLY {
+            self.in_a_row = 0;
+            return Ok(());
+        }
+        self.in_a_row += 1;
+        if self.in_a_row >= MAX_EARLY_REPLIES {
+            return Err(Error::GuestProtocol {
+                what: format!(
+                    "{} answered \"nothing yet\" {} times in a row, the last after {took:?}, to long polls of {LONG_POLL:?} \
+                     (an agent answers so only once the poll's wait has passed); giving up",
+                    self.rpc, self.in_a_row
+                ),
+            });
+        }
+        tokio::time::sleep(early_backoff(self.in_a_row)).await;
+        Ok(())
+    }
+}
+
+/// The pause after the `in_a_row`-th early reply in a row (from 1).
+fn early_backoff(in_a_row: u32) -> Duration {
+    EARLY_BACKOFF_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(16)).min(EARLY_BACKOFF_MAX)
 }
 
 #[cfg(test)]

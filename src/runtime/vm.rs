@@ -227,6 +227,33 @@ impl Drop for Lifeline {
 }
 
 impl Link {
+    /// A link to an agent that no shim of ours runs (a test's fake agent): its exit never
+    /// comes, and there is no VM to keep alive.
+    pub(crate) fn unsupervised(agent: AgentClient) -> Link {
+        // The sender goes at once: `call` then never waits for an exit.
+        let (_, exit) = watch::channel(None);
+        let (kill, _) = mpsc::unbounded_channel();
+        let spec = VmSpec {
+            engine: EngineKind::Qemu,
+            hardware_acceleration: false,
+            kernel: PathBuf::new(),
+            initramfs: PathBuf::new(),
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: MIN_MEMORY_MIB,
+            disks: Vec::new(),
+            host_to_guest_ports: Vec::new(),
+            guest_to_host_ports: Vec::new(),
+            run_dir: PathBuf::new(),
+            qemu: None,
+            vhost_vsock: None,
+            detached: true,
+            jail: JailOptions::default(),
+        };
+        let lifeline = Arc::new(Lifeline { kill, detached: true, _watchdog: None });
+        Link { agent, exit, spec: Arc::new(spec), _lifeline: lifeline }
+    }
+
     fn exit_status(&self) -> Option<ShimExit> {
         self.exit.borrow().clone()
     }
