@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use boxlite::runtime::agent::AgentClient;
 use boxlite::{Error, ExecCommand, Execution};
 use boxlite_protocol::agent::{
-    ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse, SignalRequest, SignalResponse, StartRequest,
+    exec_error::Kind as WireErrorKind, ExecError, ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse, SignalRequest, SignalResponse, StartRequest,
     StartResponse, WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use boxlite_protocol::agent_ttrpc::{create_execution, Execution as ExecutionService};
@@ -163,4 +163,46 @@ async fn a_healthy_box_keeps_its_exec_latency_beside_hostile_agents() {
     assert!(requests <= 4 * 3 * 50, "the hostile executions got {requests} answers: the host re-asks without backing off");
     let bound = idle * 2 + Duration::from_millis(20);
     assert!(beside < bound, "exec median {beside:?} beside hostile agents, {idle:?} idle (bound {bound:?})");
+}
+
+/// Answers with messages of a mebibyte: a refusal to start anything but "ok", and a failed
+/// ReadOutput whose ttrpc status carries the text.
+struct Wordy;
+
+const WORDY: usize = 1 << 20;
+
+#[async_trait::async_trait]
+impl ExecutionService for Wordy {
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        if req.program == "ok" {
+            return Ok(StartResponse { exec_id: "wordy".into(), pid: 7, ..Default::default() });
+        }
+        let error = ExecError { kind: WireErrorKind::SPAWN_FAILED.into(), message: "why ".repeat(WORDY / 4), ..Default::default() };
+        Ok(StartResponse { error: Some(error).into(), ..Default::default() })
+    }
+
+    async fn read_output(&self, _ctx: &TtrpcContext, _req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
+        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INTERNAL, "e".repeat(WORDY))))
+    }
+}
+
+#[tokio::test]
+async fn an_agents_long_messages_are_quoted_at_a_bounded_length() {
+    let socket = std::env::temp_dir().join(format!("boxlite-wordy-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut server = Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(Arc::new(Wordy)));
+    server.start().await.unwrap();
+    let agent = AgentClient::over(tokio::net::UnixStream::connect(&socket).await.unwrap());
+
+    let refused = Execution::start_unsupervised(agent.clone(), ExecCommand::new("refused")).await.err().expect("a refusal");
+    let text = refused.to_string();
+    assert!(matches!(refused, Error::ExecRefused { .. }), "{text}");
+    assert!(text.len() < 2048 && text.contains(&format!("({WORDY} bytes)")), "{} bytes: {}", text.len(), &text[..text.len().min(200)]);
+
+    let mut execution = Execution::start_unsupervised(agent, ExecCommand::new("ok")).await.unwrap();
+    let failed = execution.take_stdout().unwrap().read_to_end().await.expect_err("ReadOutput fails");
+    let text = failed.to_string();
+    let _ = std::fs::remove_file(&socket);
+    assert!(matches!(failed, Error::Agent { rpc: "ReadOutput", .. }), "{}", &text[..text.len().min(200)]);
+    assert!(text.len() < 2048 && text.contains("bytes)"), "{} bytes: {}", text.len(), &text[..text.len().min(200)]);
 }
