@@ -60,6 +60,14 @@
 #define BOXLITE_EXEC_CALLBACKS_VERSION 1
 
 /**
+ * Flags of `boxlite_output_truncated`: the stream passed the command's output limit and
+ * holds only its first `limit` bytes.
+ */
+#define BOXLITE_OUTPUT_STDOUT_TRUNCATED 1
+
+#define BOXLITE_OUTPUT_STDERR_TRUNCATED 2
+
+/**
  * A snapshot of a runtime's boxes (`boxlite_runtime_list_boxes`), oldest first, and of
  * the box directories that could not be loaded.
  */
@@ -835,6 +843,18 @@ boxlite_error_t *boxlite_command_set_timeout_ms(boxlite_command_t *command, uint
 boxlite_error_t *boxlite_command_set_tty(boxlite_command_t *command, uint16_t rows, uint16_t cols);
 
 /**
+ * Bounds the output `boxlite_box_run` collects: at most `bytes` per stream (default 64
+ * MiB). A process that writes more is killed (signal 9), the rest of its output is
+ * discarded, and `boxlite_output_truncated` says which stream was cut. Streaming with
+ * `boxlite_box_exec` is not bounded by it (the callbacks see everything). Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for a NULL command, 0, or more than the host can address.
+ *
+ * # Safety
+ * `command` is NULL or live.
+ */
+boxlite_error_t *boxlite_command_set_output_limit(boxlite_command_t *command, uint64_t bytes);
+
+/**
  * Frees a command. NULL does nothing.
  *
  * # Safety
@@ -960,8 +980,10 @@ void boxlite_execution_free(boxlite_execution_t *execution);
 /**
  * Runs `command` in the box to completion (stdin closed at once) and collects its output.
  * Blocks. On success `*out` owns the result (free with `boxlite_output_free`); a non-zero
- * exit is a success of this call (see `boxlite_output_status`). Errors: as for
- * `boxlite_box_exec`. Thread-safe.
+ * exit is a success of this call (see `boxlite_output_status`). Each stream is kept up to
+ * the command's output limit (`boxlite_command_set_output_limit`, default 64 MiB): a
+ * process that writes more is killed (signal 9), the rest of its output discarded, and
+ * `boxlite_output_truncated` says so. Errors: as for `boxlite_box_exec`. Thread-safe.
  *
  * # Safety
  * `out` is NULL or valid for writing a pointer; `box` and `command` are NULL or live.
@@ -993,6 +1015,16 @@ const uint8_t *boxlite_output_stderr(const boxlite_output_t *output, size_t *len
  * `out` is NULL or valid for writing `out->size` bytes; `output` is NULL or live.
  */
 boxlite_error_t *boxlite_output_status(boxlite_exit_status_t *out, const boxlite_output_t *output);
+
+/**
+ * Writes to `*out_flags` which collected streams were cut at the output limit
+ * (BOXLITE_OUTPUT_STDOUT_TRUNCATED, BOXLITE_OUTPUT_STDERR_TRUNCATED; 0 if none). Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+ *
+ * # Safety
+ * `out_flags` is NULL or valid for writing; `output` is NULL or live.
+ */
+boxlite_error_t *boxlite_output_truncated(uint32_t *out_flags, const boxlite_output_t *output);
 
 /**
  * Frees a run result. NULL does nothing.

@@ -64,7 +64,11 @@ fn layer(entries: &[E]) -> Vec<u8> {
             E::Lying(p, size, data) => push(header(p, T::Regular, size, 0o644, b""), data),
             E::PaxPath(p) => {
                 let mut record = format!(" path={}\n", String::from_utf8_lossy(p));
-                let len = record.len() + 2; // the length field itself ("NN")
+                // The length counts its own digits.
+                let mut len = record.len() + 1;
+                while len != record.len() + len.to_string().len() {
+                    len = record.len() + len.to_string().len();
+                }
                 record = format!("{len}{record}");
                 push(header(b"././@PaxHeader", T::XHeader, record.len() as u64, 0o644, b""), record.as_bytes());
             }
@@ -314,4 +318,18 @@ fn whiteouts_and_opaque_dirs_across_layers() {
     assert!(!world.in_root("d/old").exists(), "the opaque dir hides the lower layer's files");
     assert_eq!(read(&world, "d/new"), b"2", "but keeps its own layer's");
     assert_eq!(read(&world, "keep"), b"1");
+}
+
+/// The image chooses an entry's path; the error quotes it at a bounded length (and says how
+/// long it was), so a layer cannot make the host's errors and logs as large as it likes.
+#[test]
+fn a_4k_path_is_quoted_at_a_bounded_length() {
+    let world = World::new("long-path");
+    let path = format!("../{}", "x".repeat(4096));
+    let archive = layer(&[E::PaxPath(path.as_bytes()), E::File(b"innocent", b"owned", 0o644)]);
+    let error = Staging::create(&world.root).unwrap().apply_layer(&archive[..]).expect_err("a path above the root is refused");
+    let text = error.to_string();
+    assert!(text.contains("climbs above the root"), "{text}");
+    assert!(text.len() < 1024, "the message is {} bytes: {text}", text.len());
+    assert!(text.contains(&format!("({} bytes)", path.len())), "the cut should say how long the path was: {text}");
 }

@@ -8,7 +8,7 @@ use super::boxes::boxlite_box_t;
 use super::error::{boxlite_error_t, error_parts, new_error};
 use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, sized_len, str_arg, tokio, write_sized, SizedStruct};
 use crate::runtime::error::Error;
-use crate::runtime::exec::{ExecCommand, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
+use crate::runtime::exec::{ExecCommand, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter, DEFAULT_OUTPUT_LIMIT};
 use crate::runtime::sink::{deliver, OutputSink, StreamKind};
 
 /// A command to run in a box (an opaque builder).
@@ -240,6 +240,28 @@ pub unsafe extern "C" fn boxlite_command_set_tty(command: *mut boxlite_command_t
         with_command(command, |c| {
             check_tty_size(rows, cols)?;
             c.tty = Some((rows, cols));
+            Ok(())
+        })
+    }
+}
+
+/// Bounds the output `boxlite_box_run` collects: at most `bytes` per stream (default 64
+/// MiB). A process that writes more is killed (signal 9), the rest of its output is
+/// discarded, and `boxlite_output_truncated` says which stream was cut. Streaming with
+/// `boxlite_box_exec` is not bounded by it (the callbacks see everything). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for a NULL command, 0, or more than the host can address.
+///
+/// # Safety
+/// `command` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_output_limit(command: *mut boxlite_command_t, bytes: u64) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_command(command, |c| {
+            c.output_limit = usize::try_from(bytes).ok().filter(|&b| b > 0).ok_or_else(|| Error::InvalidOption {
+                field: "output_limit",
+                reason: format!("{bytes} bytes; give more than 0 (the default is {DEFAULT_OUTPUT_LIMIT})"),
+            })?;
             Ok(())
         })
     }
@@ -589,8 +611,10 @@ pub unsafe extern "C" fn boxlite_execution_free(execution: *mut boxlite_executio
 
 /// Runs `command` in the box to completion (stdin closed at once) and collects its output.
 /// Blocks. On success `*out` owns the result (free with `boxlite_output_free`); a non-zero
-/// exit is a success of this call (see `boxlite_output_status`). Errors: as for
-/// `boxlite_box_exec`. Thread-safe.
+/// exit is a success of this call (see `boxlite_output_status`). Each stream is kept up to
+/// the command's output limit (`boxlite_command_set_output_limit`, default 64 MiB): a
+/// process that writes more is killed (signal 9), the rest of its output discarded, and
+/// `boxlite_output_truncated` says so. Errors: as for `boxlite_box_exec`. Thread-safe.
 ///
 /// # Safety
 /// `out` is NULL or valid for writing a pointer; `box` and `command` are NULL or live.
@@ -663,6 +687,30 @@ pub unsafe extern "C" fn boxlite_output_status(out: *mut boxlite_exit_status_t, 
         let status = exit_status(unsafe { handle(output, "output") }?.output.status, false);
         // SAFETY: valid for its size (caller's contract).
         unsafe { write_sized(out, status, "out") }
+    })
+}
+
+/// Flags of `boxlite_output_truncated`: the stream passed the command's output limit and
+/// holds only its first `limit` bytes.
+pub const BOXLITE_OUTPUT_STDOUT_TRUNCATED: u32 = 1;
+pub const BOXLITE_OUTPUT_STDERR_TRUNCATED: u32 = 2;
+
+/// Writes to `*out_flags` which collected streams were cut at the output limit
+/// (BOXLITE_OUTPUT_STDOUT_TRUNCATED, BOXLITE_OUTPUT_STDERR_TRUNCATED; 0 if none). Errors:
+/// BOXLITE_ERROR_INVALID_ARGUMENT for NULLs. Thread-safe.
+///
+/// # Safety
+/// `out_flags` is NULL or valid for writing; `output` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_output_truncated(out_flags: *mut u32, output: *const boxlite_output_t) -> *mut boxlite_error_t {
+    guard(|| {
+        out_arg(out_flags, "out_flags")?;
+        // SAFETY: NULL or live (caller's contract).
+        let output = &unsafe { handle(output, "output") }?.output;
+        let flags = if output.stdout_truncated { BOXLITE_OUTPUT_STDOUT_TRUNCATED } else { 0 } | if output.stderr_truncated { BOXLITE_OUTPUT_STDERR_TRUNCATED } else { 0 };
+        // SAFETY: checked non-NULL above.
+        unsafe { *out_flags = flags };
+        Ok(())
     })
 }
 

@@ -9,6 +9,7 @@ use boxlite_protocol::agent_ttrpc::{ExecutionClient, GuestClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use crate::runtime::error::{quoted, MAX_QUOTED_MESSAGE};
 use crate::runtime::spec::HostToGuestEndpoint;
 
 /// Longest reply to `CONNECT <port>` we read (`OK <u32>\n` fits many times over).
@@ -56,11 +57,11 @@ impl AgentClient {
         self.guest
             .ping(context(timeout), &PingRequest::default())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(agent_error)
     }
 
     pub async fn stats(&self, timeout: Duration) -> Result<GuestStats, String> {
-        let stats = self.guest.stats(context(timeout), &StatsRequest::default()).await.map_err(|e| e.to_string())?;
+        let stats = self.guest.stats(context(timeout), &StatsRequest::default()).await.map_err(agent_error)?;
         Ok(GuestStats {
             cpu_busy_ms: stats.cpu_busy_ms,
             memory_total_kib: stats.memory_total_kib,
@@ -74,7 +75,7 @@ impl AgentClient {
             .shutdown(context(timeout), &ShutdownRequest::default())
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(agent_error)
     }
 }
 
@@ -96,6 +97,11 @@ impl AgentClient {
 /// A ttrpc call context with a deadline: every request to the guest carries one.
 pub(crate) fn context(timeout: Duration) -> ttrpc::context::Context {
     ttrpc::context::with_timeout(timeout.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// A failed call, for a message: a ttrpc status carries the agent's own text, of any length.
+fn agent_error(error: ttrpc::Error) -> String {
+    quoted(&error.to_string(), MAX_QUOTED_MESSAGE)
 }
 
 /// Reads one `\n`-terminated line byte by byte: whatever follows belongs to ttrpc.

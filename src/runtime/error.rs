@@ -100,3 +100,39 @@ impl Error {
         Error::Io { op: op.into(), source }
     }
 }
+
+/// The most bytes of a guest- or image-supplied name (path, link target, id, platform) a
+/// message quotes.
+pub(crate) const MAX_QUOTED_NAME: usize = 256;
+/// The most bytes of guest- or image-supplied free text (an agent's error message) a
+/// message quotes.
+pub(crate) const MAX_QUOTED_MESSAGE: usize = 1024;
+
+/// Text the guest or an image supplied, fit for quoting in a message: at most `max` bytes,
+/// cut on a char boundary, and a cut says how long the whole was. Whoever controls the text
+/// must not control the size of our errors (a 4 KB layer path, a 4 MB agent message).
+pub(crate) fn quoted(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn quoted_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(quoted("short", 10), "short");
+        assert_eq!(quoted("exactly10!", 10), "exactly10!");
+        assert_eq!(quoted(&"x".repeat(4096), 8), "xxxxxxxx... (4096 bytes)");
+        // 'é' is two bytes: a cut at byte 3 of "aéé" would split the second one.
+        assert_eq!(quoted("aéé", 4), "aé... (5 bytes)");
+        assert_eq!(quoted("ééé", 1), "... (6 bytes)");
+    }
+}

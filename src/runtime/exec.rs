@@ -6,10 +6,14 @@
 //! the channel, the pump stops asking, the agent stops reading the pipe, and the process
 //! blocks in write(2). Host memory per stream is at most
 //! `(OUTPUT_CHANNEL_CHUNKS + 1) * MAX_OUTPUT_CHUNK`, whatever the process writes.
+//!
+//! Collected output ([`Execution::output`]) keeps at most [`ExecCommand::output_limit`]
+//! bytes per stream: past that the process group is killed and the rest is discarded.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::{
     exec_error::Kind as WireErrorKind, OutputStream as WireStream, ReadOutputRequest, ReleaseRequest, ResizeRequest,
@@ -18,8 +22,8 @@ use boxlite_protocol::agent::{
 use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use tokio::sync::{mpsc, OnceCell};
 
-use crate::runtime::agent::context;
-use crate::runtime::error::{Error, Result};
+use crate::runtime::agent::{context, AgentClient};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::vm::Link;
 
 /// Chunks buffered per output stream between the pump and the consumer.
@@ -31,9 +35,19 @@ const RPC_MARGIN: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest exec id we accept from the guest.
 const MAX_EXEC_ID: usize = 64;
+/// A long poll answered "nothing yet" sooner than this is early: an honest agent says so only
+/// when the poll's wait has passed.
+const EARLY_REPLY: Duration = Duration::from_secs(LONG_POLL.as_secs() / 2);
+/// The pause after an early reply, doubling with each one in a row up to EARLY_BACKOFF_MAX.
+const EARLY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const EARLY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Early replies in a row after which the stream or the wait fails (about 43 s of backoff).
+const MAX_EARLY_REPLIES: u32 = 50;
+/// The default of [`ExecCommand::output_limit`]: 64 MiB per stream.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 64 << 20;
 
 /// What to run. Defaults come from the box (and, once images land, the image config).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecCommand {
     pub program: String,
     pub args: Vec<String>,
@@ -45,6 +59,28 @@ pub struct ExecCommand {
     pub tty: Option<(u16, u16)>,
     /// Kill the whole process group after this long and report a timeout.
     pub timeout: Option<Duration>,
+    /// The most bytes of each stream (stdout, stderr) that collected output
+    /// ([`Execution::output`], `exec_output`) keeps; more than zero. A process that writes
+    /// more is killed (its whole process group, SIGKILL), the rest of its output is
+    /// discarded, and [`ExecOutput`] says which stream was truncated. Streams read through
+    /// [`Execution::take_stdout`] are not limited (they are flow-controlled instead).
+    /// Default [`DEFAULT_OUTPUT_LIMIT`].
+    pub output_limit: usize,
+}
+
+impl Default for ExecCommand {
+    fn default() -> Self {
+        ExecCommand {
+            program: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            tty: None,
+            timeout: None,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
 }
 
 impl ExecCommand {
@@ -87,6 +123,12 @@ impl ExecCommand {
         self
     }
 
+    /// See [`ExecCommand::output_limit`].
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidOption { field: "exec command", reason });
         if self.program.is_empty() {
@@ -97,6 +139,9 @@ impl ExecCommand {
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return invalid("a timeout must be more than zero (leave it unset for none)".into());
+        }
+        if self.output_limit == 0 {
+            return invalid(format!("output_limit must be more than zero bytes (the default is {DEFAULT_OUTPUT_LIMIT})"));
         }
         Ok(())
     }
@@ -143,12 +188,18 @@ impl ExecStatus {
     }
 }
 
-/// Everything a finished process produced.
+/// Everything a finished process produced, up to the command's output limit per stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub status: ExecStatus,
+    /// stdout passed [`ExecCommand::output_limit`]: `stdout` holds its first `output_limit`
+    /// bytes, and the process was killed (then `status.signal` is `Some(9)`, unless it ended
+    /// by itself first).
+    pub stdout_truncated: bool,
+    /// As `stdout_truncated`, for stderr.
+    pub stderr_truncated: bool,
 }
 
 /// Per-VM execution counters (a snapshot).
@@ -192,6 +243,7 @@ pub struct Execution {
     stderr: Option<OutputStream>,
     stdin: Option<StdinWriter>,
     status: OnceCell<ExecStatus>,
+    output_limit: usize,
 }
 
 /// One output stream of an execution: ordered chunks, then `None` at end of stream.
@@ -245,6 +297,13 @@ impl StdinWriter {
 }
 
 impl Execution {
+    /// Starts a process through an agent connection with no VM behind it: no shim whose
+    /// exit to watch, nothing kept alive. For tests that play a hostile agent; not an API.
+    #[doc(hidden)]
+    pub async fn start_unsupervised(agent: AgentClient, command: ExecCommand) -> Result<Execution> {
+        Execution::start(Link::unsupervised(agent), Arc::default(), command).await
+    }
+
     pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand) -> Result<Execution> {
         command.validate()?;
         let (rows, cols) = command.tty.unwrap_or((0, 0));
@@ -278,7 +337,7 @@ impl Execution {
                 Ok(WireErrorKind::INVALID_ARGUMENT) => ExecErrorKind::InvalidArgument,
                 _ => ExecErrorKind::SpawnFailed,
             };
-            return Err(Error::ExecRefused { program: command.program, kind, message: bounded(&error.message) });
+            return Err(Error::ExecRefused { program: command.program, kind, message: quoted(&error.message, MAX_QUOTED_MESSAGE) });
         }
         if response.exec_id.is_empty() || response.exec_id.len() > MAX_EXEC_ID {
             counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +356,7 @@ impl Execution {
             stderr: Some(stderr),
             stdin: Some(stdin),
             status: OnceCell::new(),
+            output_limit: command.output_limit,
         })
     }
 
@@ -328,8 +388,10 @@ impl Execution {
 
     async fn wait_once(&self) -> Result<ExecStatus> {
         let execution = self.link.agent.execution();
+        let mut early = EarlyReplies::new("Wait");
         loop {
             let request = WaitRequest { exec_id: self.id.clone(), wait_ms: LONG_POLL.as_millis() as u64, ..Default::default() };
+            let asked = Instant::now();
             let response = self.link.call("Wait", execution.wait(context(LONG_POLL + RPC_MARGIN), &request)).await?;
             if response.exited {
                 return Ok(ExecStatus {
@@ -338,6 +400,7 @@ impl Execution {
                     timed_out: response.timed_out,
                 });
             }
+            early.nothing_after(asked.elapsed()).await?;
         }
     }
 
@@ -364,22 +427,53 @@ impl Execution {
         self.link.call("Resize", execution.resize(context(RPC_TIMEOUT), &request)).await.map(|_| ())
     }
 
-    /// Closes stdin, reads both streams to their end and waits for the exit.
+    /// Closes stdin, reads both streams to their end and waits for the exit. Each stream
+    /// keeps at most the command's [`ExecCommand::output_limit`] bytes: when one passes it,
+    /// the process group is killed, the rest of both streams is read and discarded, and the
+    /// result is still `Ok`, with the stream's truncated flag set and the status of the
+    /// killed process.
     pub async fn output(mut self) -> Result<ExecOutput> {
         if let Some(stdin) = self.stdin.take() {
             stdin.close().await?;
         }
-        let (out, err) = tokio::join!(read_all(self.stdout.take()), read_all(self.stderr.take()));
+        let (stdout, stderr) = (self.stdout.take(), self.stderr.take());
+        let limit = self.output_limit;
+        // A kill that fails fails the collection: without it the stream might never end.
+        let (out, err) = tokio::join!(collect(stdout, limit, self.kill()), collect(stderr, limit, self.kill()));
+        let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = (out?, err?);
         let status = self.wait().await?;
-        Ok(ExecOutput { stdout: out?, stderr: err?, status })
+        Ok(ExecOutput { stdout, stderr, status, stdout_truncated, stderr_truncated })
     }
 }
 
-async fn read_all(stream: Option<OutputStream>) -> Result<Vec<u8>> {
-    match stream {
-        Some(mut stream) => stream.read_to_end().await,
-        None => Ok(Vec::new()),
+/// Reads a stream to its end, keeping its first `limit` bytes. The first chunk past the limit
+/// runs `overflow` (which kills the process, so that the stream ends); whatever follows is
+/// read and discarded. Returns the bytes kept and whether any were discarded.
+async fn collect(stream: Option<OutputStream>, limit: usize, overflow: impl Future<Output = Result<()>>) -> Result<(Vec<u8>, bool)> {
+    let Some(mut stream) = stream else { return Ok((Vec::new(), false)) };
+    let mut kept = Vec::new();
+    let mut overflow = Some(overflow);
+    let mut truncated = false;
+    while let Some(chunk) = stream.next_chunk().await {
+        let chunk = chunk?;
+        if truncated {
+            continue;
+        }
+        let take = chunk.len().min(limit - kept.len());
+        // Grow by doubling but never past the limit: the limit bounds the allocation too.
+        let want = (kept.len() + take).max(kept.capacity() * 2).min(limit);
+        if want > kept.capacity() {
+            kept.reserve_exact(want - kept.len());
+        }
+        kept.extend_from_slice(&chunk[..take]);
+        if take < chunk.len() {
+            truncated = true;
+            if let Some(overflow) = overflow.take() {
+                overflow.await?;
+            }
+        }
     }
+    Ok((kept, truncated))
 }
 
 impl Drop for Execution {
@@ -401,6 +495,7 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CHUNKS);
     tokio::spawn(async move {
         let execution = link.agent.execution();
+        let mut early = EarlyReplies::new("ReadOutput");
         loop {
             let request = ReadOutputRequest {
                 exec_id: exec_id.clone(),
@@ -409,6 +504,7 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
                 wait_ms: LONG_POLL.as_millis() as u64,
                 ..Default::default()
             };
+            let asked = Instant::now();
             let response = match link.call("ReadOutput", execution.read_output(context(LONG_POLL + RPC_MARGIN), &request)).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -421,28 +517,141 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
                 let _ = tx.send(Err(Error::GuestProtocol { what })).await;
                 return;
             }
-            if !response.data.is_empty() {
-                counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
-                // A closed receiver means nobody wants the output: keep draining it.
-                let _ = tx.send(Ok(response.data)).await;
-            }
             if response.eof {
+                if !response.data.is_empty() {
+                    counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
+                    let _ = tx.send(Ok(response.data)).await;
+                }
                 return;
             }
+            if response.data.is_empty() {
+                if let Err(e) = early.nothing_after(asked.elapsed()).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                continue;
+            }
+            early.reset();
+            counters.bytes_out.fetch_add(response.data.len() as u64, Ordering::Relaxed);
+            // A closed receiver means nobody wants the output: keep draining it.
+            let _ = tx.send(Ok(response.data)).await;
         }
     });
     OutputStream { chunks: rx }
 }
 
-/// Guest-supplied text, cut to a length fit for an error message.
-fn bounded(text: &str) -> String {
-    const MAX: usize = 1024;
-    if text.len() <= MAX {
-        return text.to_string();
+/// Early "nothing yet" answers to one long poll, in a row. An agent that answers at once
+/// with nothing would otherwise make the host ask again at once, busy-looping on the
+/// runtime's shared workers: each early answer is followed by a pause (doubling, bounded),
+/// and after MAX_EARLY_REPLIES of them the poll fails with `Error::GuestProtocol`.
+struct EarlyReplies {
+    rpc: &'static str,
+    in_a_row: u32,
+}
+
+impl EarlyReplies {
+    fn new(rpc: &'static str) -> EarlyReplies {
+        EarlyReplies { rpc, in_a_row: 0 }
     }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+
+    /// Data came: the agent is doing its job.
+    fn reset(&mut self) {
+        self.in_a_row = 0;
     }
-    format!("{}...", &text[..end])
+
+    /// The poll came back with nothing after `took`: fine after (most of) the poll's wait;
+    /// early, it costs a pause, and too many in a row are an error.
+    async fn nothing_after(&mut self, took: Duration) -> Result<()> {
+        if took >= EARLY_REPLY {
+            self.in_a_row = 0;
+            return Ok(());
+        }
+        self.in_a_row += 1;
+        if self.in_a_row >= MAX_EARLY_REPLIES {
+            return Err(Error::GuestProtocol {
+                what: format!(
+                    "{} answered \"nothing yet\" {} times in a row, the last after {took:?}, to long polls of {LONG_POLL:?} \
+                     (an agent answers so only once the poll's wait has passed); giving up",
+                    self.rpc, self.in_a_row
+                ),
+            });
+        }
+        tokio::time::sleep(early_backoff(self.in_a_row)).await;
+        Ok(())
+    }
+}
+
+/// The pause after the `in_a_row`-th early reply in a row (from 1).
+fn early_backoff(in_a_row: u32) -> Duration {
+    EARLY_BACKOFF_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(16)).min(EARLY_BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A stream fed by a task that sends `chunks` and then ends it; the task's handle says
+    /// whether every chunk was taken.
+    fn stream_of(chunks: Vec<Result<Vec<u8>>>) -> (OutputStream, tokio::task::JoinHandle<usize>) {
+        let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CHUNKS);
+        let feeder = tokio::spawn(async move {
+            let mut sent = 0;
+            for chunk in chunks {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        });
+        (OutputStream { chunks: rx }, feeder)
+    }
+
+    #[tokio::test]
+    async fn collect_keeps_the_first_limit_bytes_overflows_once_and_drains_the_rest() {
+        let chunks: Vec<Result<Vec<u8>>> = (0..10u8).map(|n| Ok(vec![n; 1000])).collect();
+        let (stream, feeder) = stream_of(chunks);
+        let overflows = AtomicU32::new(0);
+        let overflow = async { overflows.fetch_add(1, Ordering::Relaxed); Ok(()) };
+        let (kept, truncated) = collect(Some(stream), 2500, overflow).await.unwrap();
+        assert_eq!(kept.len(), 2500);
+        assert_eq!(&kept[..1000], &[0u8; 1000][..]);
+        assert_eq!(&kept[2000..], &[2u8; 500][..]);
+        assert!(truncated);
+        assert!(kept.capacity() <= 2500, "the buffer grew past the limit: {}", kept.capacity());
+        assert_eq!(overflows.load(Ordering::Relaxed), 1);
+        assert_eq!(feeder.await.unwrap(), 10, "every chunk was read (drained), not left in the pipe");
+    }
+
+    #[tokio::test]
+    async fn collect_at_exactly_the_limit_is_not_truncated() {
+        let (stream, _) = stream_of(vec![Ok(vec![7; 600]), Ok(vec![8; 400])]);
+        let overflows = AtomicU32::new(0);
+        let overflow = async { overflows.fetch_add(1, Ordering::Relaxed); Ok(()) };
+        let (kept, truncated) = collect(Some(stream), 1000, overflow).await.unwrap();
+        assert_eq!((kept.len(), truncated), (1000, false));
+        assert_eq!(overflows.load(Ordering::Relaxed), 0, "no kill at exactly the limit");
+    }
+
+    #[tokio::test]
+    async fn collect_fails_when_the_stream_or_the_kill_fails() {
+        let (stream, _) = stream_of(vec![Ok(vec![1; 10]), Err(Error::GuestProtocol { what: "broken".into() })]);
+        let error = collect(Some(stream), 1000, async { Ok(()) }).await.unwrap_err();
+        assert!(error.to_string().contains("broken"), "{error}");
+
+        let (stream, _) = stream_of(vec![Ok(vec![1; 2000])]);
+        let kill_failed = async { Err(Error::Agent { rpc: "Signal", cause: "gone".into() }) };
+        let error = collect(Some(stream), 1000, kill_failed).await.unwrap_err();
+        assert!(error.to_string().contains("Signal"), "{error}");
+    }
+
+    #[test]
+    fn an_output_limit_of_zero_is_refused() {
+        assert_eq!(ExecCommand::new("yes").output_limit, DEFAULT_OUTPUT_LIMIT);
+        assert!(ExecCommand::new("yes").validate().is_ok());
+        let error = ExecCommand::new("yes").output_limit(0).validate().unwrap_err().to_string();
+        assert!(error.contains("output_limit must be more than zero"), "{error}");
+    }
 }

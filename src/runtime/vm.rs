@@ -6,6 +6,7 @@
 //! non-detached shim then tears its VM down. That is the watchdog pipe; unlike
 //! PR_SET_PDEATHSIG it does not fire when merely the spawning thread exits.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::runtime::agent::AgentClient;
 use crate::runtime::cgroups;
 use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization};
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::helpers;
 use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections, ShimEvent, VmSpec};
@@ -31,6 +32,10 @@ use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections,
 const MAX_SHIM_LINE: usize = 64 * 1024;
 /// Lines of console.log / shim.log quoted in errors.
 const LOG_TAIL_LINES: usize = 20;
+/// How much of the end of a log an error's quote is taken from.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+/// The longest log line an error quotes, in chars.
+const LOG_TAIL_LINE_CHARS: usize = 300;
 /// How long a failed agent call waits for the shim's exit before blaming the agent.
 const SHIM_EXIT_SETTLE: Duration = Duration::from_millis(300);
 /// Deadline of an ordinary agent call.
@@ -223,6 +228,33 @@ impl Drop for Lifeline {
 }
 
 impl Link {
+    /// A link to an agent that no shim of ours runs (a test's fake agent): its exit never
+    /// comes, and there is no VM to keep alive.
+    pub(crate) fn unsupervised(agent: AgentClient) -> Link {
+        // The sender goes at once: `call` then never waits for an exit.
+        let (_, exit) = watch::channel(None);
+        let (kill, _) = mpsc::unbounded_channel();
+        let spec = VmSpec {
+            engine: EngineKind::Qemu,
+            hardware_acceleration: false,
+            kernel: PathBuf::new(),
+            initramfs: PathBuf::new(),
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: MIN_MEMORY_MIB,
+            disks: Vec::new(),
+            host_to_guest_ports: Vec::new(),
+            guest_to_host_ports: Vec::new(),
+            run_dir: PathBuf::new(),
+            qemu: None,
+            vhost_vsock: None,
+            detached: true,
+            jail: JailOptions::default(),
+        };
+        let lifeline = Arc::new(Lifeline { kill, detached: true, _watchdog: None });
+        Link { agent, exit, spec: Arc::new(spec), _lifeline: lifeline }
+    }
+
     fn exit_status(&self) -> Option<ShimExit> {
         self.exit.borrow().clone()
     }
@@ -240,7 +272,8 @@ impl Link {
         let failed = tokio::select! {
             result = call => match result {
                 Ok(value) => return Ok(value),
-                Err(cause) => cause.to_string(),
+                // A ttrpc status carries the agent's own message, of any length.
+                Err(cause) => quoted(&cause.to_string(), MAX_QUOTED_MESSAGE),
             },
             Ok(e) = exit.wait_for(Option::is_some) => {
                 let e = e.clone().expect("waited for Some");
@@ -313,7 +346,8 @@ impl Vm {
         };
         let (vmm_pid, helper_pids) = match started_event {
             Ok(ShimEvent::VmStarted { vmm_pid, helper_pids }) => (vmm_pid, helper_pids),
-            Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message }),
+            // The shim hosts the VMM (krun): its words are bounded like the guest's.
+            Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message: quoted(&message, MAX_QUOTED_MESSAGE) }),
             Err(reason) => {
                 let exited = wait_exit(&exit, Duration::from_secs(1)).await;
                 return Err(match exited {
@@ -682,7 +716,7 @@ async fn next_event(events: &mut BufReader<ChildStdout>) -> Result<ShimEvent, St
     match (read, line.last()) {
         (0, _) => Err("the shim closed its status pipe".into()),
         (_, Some(b'\n')) => serde_json::from_slice(&line)
-            .map_err(|e| format!("unreadable shim status {:?}: {e}", String::from_utf8_lossy(&line))),
+            .map_err(|e| format!("unreadable shim status {:?}: {e}", quoted(&String::from_utf8_lossy(&line), MAX_QUOTED_MESSAGE))),
         _ => Err(format!("the shim printed a status line longer than {MAX_SHIM_LINE} bytes")),
     }
 }
@@ -766,17 +800,68 @@ fn shim_exited_error(spec: &VmSpec, exit: &ShimExit) -> Error {
     }
 }
 
-/// The last lines of a log file, for error messages.
+/// The last lines of a log file, for error messages. The guest writes the console log (and
+/// a VMM can fill the shim's), so the quote is bounded: only the last `LOG_TAIL_BYTES` (64 KiB) are
+/// read, control characters and escape sequences are dropped (a terminal showing the error
+/// does not interpret them), and each line is cut at `LOG_TAIL_LINE_CHARS`.
 pub fn log_tail(path: &Path) -> String {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => return format!("  (cannot read {}: {e})", path.display()),
-    };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return "  (empty)".into();
+    let tail = std::fs::File::open(path).and_then(tail_of);
+    match tail {
+        Ok(tail) => tail,
+        Err(e) => format!("  (cannot read {}: {e})", path.display()),
     }
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// The last [`LOG_TAIL_LINES`] non-empty lines of what `reader` holds, cleaned and indented,
+/// reading no more than its last [`LOG_TAIL_BYTES`].
+fn tail_of(mut reader: impl Read + Seek) -> std::io::Result<String> {
+    let end = reader.seek(SeekFrom::End(0))?;
+    let start = end.saturating_sub(LOG_TAIL_BYTES);
+    reader.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    reader.take(LOG_TAIL_BYTES).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    // Read from mid-file, the first line is a piece of one: drop it when a whole one follows.
+    let text = match text.split_once('\n') {
+        Some((_, rest)) if start > 0 => rest,
+        _ => &text,
+    };
+    let lines: Vec<String> = text.lines().map(clean_log_line).filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Ok("  (empty)".into());
+    }
+    let last = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    Ok(last.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"))
+}
+
+/// One log line without escape sequences (CSI: ESC [ ... final byte) or other control
+/// characters but tab (C0, DEL, C1), cut at [`LOG_TAIL_LINE_CHARS`] chars.
+fn clean_log_line(line: &str) -> String {
+    let mut out = String::new();
+    let mut kept = 0;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, up to and including the final byte (@ to ~).
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+            continue;
+        }
+        if c.is_control() && c != '\t' {
+            continue;
+        }
+        if kept == LOG_TAIL_LINE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        out.push(c);
+        kept += 1;
+    }
+    out
 }
 
 /// VmRSS of a process in KiB, from /proc.
@@ -784,4 +869,79 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the bytes read through it.
+    struct Counting<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counting<R> {
+        fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(pos)
+        }
+    }
+
+    #[test]
+    fn a_100_mb_log_is_tailed_from_its_last_64_kib() {
+        let path = std::env::temp_dir().join(format!("boxlite-log-tail-{}.log", std::process::id()));
+        let tail: String = (1..=25).map(|n| format!("line {n}\n")).collect();
+        {
+            let file = std::fs::File::create(&path).unwrap();
+            // Sparse: 100 MB of NULs (control characters, dropped) and then the lines.
+            file.set_len(100_000_000).unwrap();
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(tail.as_bytes(), 100_000_000).unwrap();
+        }
+        let mut counting = Counting { inner: std::fs::File::open(&path).unwrap(), read: 0 };
+        let quoted = tail_of(&mut counting).unwrap();
+        let from_path = log_tail(&path);
+        let _ = std::fs::remove_file(&path);
+        assert!(counting.read <= LOG_TAIL_BYTES, "read {} bytes of a 100 MB file", counting.read);
+        let expected: Vec<String> = (6..=25).map(|n| format!("  | line {n}")).collect();
+        assert_eq!(quoted, expected.join("\n"));
+        assert_eq!(from_path, quoted);
+    }
+
+    #[test]
+    fn a_read_from_mid_file_drops_the_partial_first_line() {
+        let mut log = vec![b'a'; LOG_TAIL_BYTES as usize];
+        log.extend_from_slice(b"\nwhole\n");
+        let quoted = tail_of(std::io::Cursor::new(log)).unwrap();
+        assert_eq!(quoted, "  | whole");
+    }
+
+    #[test]
+    fn escape_sequences_and_control_characters_are_dropped() {
+        let log = "\u{1b}[31mred\u{1b}[0m plain\u{7} bell\u{7f} del\u{9b} c1\u{8} bs\ttab\rcr\u{1b}[2J\u{1b}[1;1H\n\u{1b}[K\n";
+        let quoted = tail_of(std::io::Cursor::new(log.as_bytes().to_vec())).unwrap();
+        assert_eq!(quoted, "  | red plain bell del c1 bs\ttabcr");
+        assert!(!quoted.chars().any(|c| c.is_control() && c != '\t' && c != '\n'), "{quoted:?}");
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let log = format!("{}\nshort\n", "y".repeat(10_000));
+        let quoted = tail_of(std::io::Cursor::new(log.into_bytes())).unwrap();
+        let lines: Vec<&str> = quoted.lines().collect();
+        assert_eq!(lines, [format!("  | {}...", "y".repeat(LOG_TAIL_LINE_CHARS)).as_str(), "  | short"]);
+    }
+
+    #[test]
+    fn an_empty_or_blank_log_says_so() {
+        assert_eq!(tail_of(std::io::Cursor::new(b"\n \n\x1b[0m\n".to_vec())).unwrap(), "  (empty)");
+    }
 }

@@ -1,6 +1,6 @@
 /* An execution's id and pid; a bounded wait that reports "still running" as its own result
  * (an event loop polls with it instead of blocking a thread); a tty resized while the
- * process runs. */
+ * process runs; collected output capped at the command's limit. */
 #include "common.h"
 
 static boxlite_command_t *sh(const char *script) {
@@ -62,6 +62,28 @@ int main(void) {
     if (!strstr(seen.out, "33 101")) FAIL("stty saw %s", seen.out);
     boxlite_execution_free(execution);
     boxlite_command_free(command);
+
+    /* collected output is capped: `yes` stops at the limit, flagged, killed */
+    command = sh("yes");
+    EXPECT_ERROR(boxlite_command_set_output_limit(command, 0), BOXLITE_ERROR_INVALID_ARGUMENT);
+    OK(boxlite_command_set_output_limit(command, 1 << 20));
+    boxlite_output_t *output = NULL;
+    OK(boxlite_box_run(&output, box, command));
+    size_t len = 0;
+    const uint8_t *out = boxlite_output_stdout(output, &len);
+    CHECK(len == 1 << 20 && out[0] == 'y' && out[1] == '\n');
+    uint32_t truncated = 0;
+    OK(boxlite_output_truncated(&truncated, output));
+    CHECK(truncated == BOXLITE_OUTPUT_STDOUT_TRUNCATED);
+    OK(boxlite_output_status(&status, output));
+    CHECK(status.signal == 9);
+    boxlite_output_free(output);
+    boxlite_command_free(command);
+    output = run_sh(box, "echo short");
+    OK(boxlite_output_truncated(&truncated, output));
+    CHECK(truncated == 0);
+    boxlite_output_free(output);
+    EXPECT_ERROR(boxlite_output_truncated(&truncated, NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
 
     OK(boxlite_box_remove(box, BOXLITE_REMOVE_FORCE));
     boxlite_box_free(box);

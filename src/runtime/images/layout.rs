@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_NAME};
 use std::io::Read;
 
 use serde::Deserialize;
@@ -129,7 +129,7 @@ fn import_docker(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Digest>
     };
     let member = |name: &str| -> Result<std::path::PathBuf> {
         if name.split('/').any(|part| part == "..") || name.starts_with('/') {
-            return Err(Error::InvalidImage { what: format!("manifest.json names {name:?}, outside the archive") });
+            return Err(Error::InvalidImage { what: format!("manifest.json names {:?}, outside the archive", quoted(name, MAX_QUOTED_NAME)) });
         }
         Ok(dir.join(name))
     };

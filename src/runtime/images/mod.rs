@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_NAME};
 use oci::{Manifest, RunConfig};
 use store::{Digest, Store};
 
@@ -203,7 +203,11 @@ impl ImageManager {
         let config: oci::ImageConfig = oci::parse("image config", &self.store.read_blob(&manifest.config.digest)?)?;
         if (!config.os.is_empty() && config.os != "linux") || (!config.architecture.is_empty() && config.architecture != "amd64") {
             return Err(Error::InvalidImage {
-                what: format!("{reference} is a {}/{} image; boxes run linux/amd64", config.os, config.architecture),
+                what: format!(
+                    "{reference} is a {}/{} image; boxes run linux/amd64",
+                    quoted(&config.os, MAX_QUOTED_NAME),
+                    quoted(&config.architecture, MAX_QUOTED_NAME)
+                ),
             });
         }
         Ok(Image {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE, MAX_QUOTED_NAME};
 use crate::runtime::images::store::Digest;
 
 /// The largest manifest, index or config accepted (they are small JSON documents).
@@ -114,7 +114,8 @@ pub fn pick_platform<'a>(index: &'a Index, what: &str) -> Result<&'a Descriptor>
     })
     .ok_or_else(|| {
         let offered: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| format!("{}/{}", p.os, p.architecture)).collect();
-        Error::InvalidImage { what: format!("{what} has no linux/amd64 image (it offers: {})", offered.join(", ")) }
+        // The image lists its platforms: however many, however long, the message stays short.
+        Error::InvalidImage { what: format!("{what} has no linux/amd64 image (it offers: {})", quoted(&offered.join(", "), MAX_QUOTED_MESSAGE)) }
     })
 }
 
@@ -133,7 +134,7 @@ pub fn layer_compression(media_type: &str) -> Result<LayerCompression> {
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(LayerCompression::Gzip),
         other => Err(Error::InvalidImage {
-            what: format!("layer media type {other:?} is not supported (tar and tar+gzip are; zstd is not yet)"),
+            what: format!("layer media type {:?} is not supported (tar and tar+gzip are; zstd is not yet)", quoted(other, MAX_QUOTED_NAME)),
         }),
     }
 }

@@ -12,7 +12,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::runtime::error::{Error, PullErrorKind, Result};
+use crate::runtime::error::{quoted, Error, PullErrorKind, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::images::oci::{self, Descriptor, Index, Manifest, MAX_DOCUMENT_BYTES};
 use crate::runtime::images::store::{Digest, Store};
 
@@ -185,7 +185,8 @@ fn verified_document(bytes: &[u8], expected: Option<&str>, what: &str) -> Result
 
 /// Turns a registry client error into a kind and a message that says what to do.
 fn classify(registry: &str, options: &RegistryOptions, error: OciDistributionError) -> (PullErrorKind, String) {
-    let text = error.to_string();
+    // The registry's words (an error body can be any size): quoted at a bounded length.
+    let text = quoted(&error.to_string(), MAX_QUOTED_MESSAGE);
     let chain = format!("{error:?}");
     match &error {
         OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => (
@@ -221,6 +222,6 @@ fn classify(registry: &str, options: &RegistryOptions, error: OciDistributionErr
         _ if chain.contains("ConnectError") || chain.contains("ConnectionRefused") => {
             (PullErrorKind::Other, format!("cannot connect to {registry}: {text}"))
         }
-        _ => (PullErrorKind::Other, format!("{text} ({chain})")),
+        _ => (PullErrorKind::Other, format!("{text} ({})", quoted(&chain, MAX_QUOTED_MESSAGE))),
     }
 }

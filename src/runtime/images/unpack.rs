@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE, MAX_QUOTED_NAME};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
@@ -60,8 +60,9 @@ impl InRoot {
         Some(InRoot(parts))
     }
 
+    /// The path for a message, bounded in length (the image chose it).
     fn display(&self) -> String {
-        format!("/{}", String::from_utf8_lossy(&self.0.join(&b'/')))
+        quoted(&format!("/{}", String::from_utf8_lossy(&self.0.join(&b'/'))), MAX_QUOTED_NAME)
     }
 
     fn split_last(&self) -> Option<(&[Vec<u8>], &[u8])> {
@@ -100,7 +101,8 @@ impl Staging {
             let mut entry = entry.map_err(|e| layer_error("reading the layer", e))?;
             report.entries += 1;
             let raw_path = entry.path_bytes().into_owned();
-            let shown = String::from_utf8_lossy(&raw_path).into_owned();
+            // The image chose the path: a message quotes a bounded piece of it.
+            let shown = quoted(&String::from_utf8_lossy(&raw_path), MAX_QUOTED_NAME);
             let path = InRoot::parse(&raw_path).ok_or_else(|| refuse(&shown, "its path climbs above the root"))?;
             let Some((parent, name)) = path.split_last() else {
                 continue; // the root itself ("./"): nothing to create
@@ -296,7 +298,9 @@ fn refuse(entry: &str, why: &str) -> Error {
 }
 
 fn layer_error(what: &str, e: io::Error) -> Error {
-    Error::UnsafeLayer { entry: what.to_string(), reason: format!("the archive is malformed or truncated: {e}") }
+    // tar's errors can quote the entry's path.
+    let cause = quoted(&e.to_string(), MAX_QUOTED_MESSAGE);
+    Error::UnsafeLayer { entry: what.to_string(), reason: format!("the archive is malformed or truncated: {cause}") }
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {

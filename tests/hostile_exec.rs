@@ -1,0 +1,208 @@
+//! An agent that answers every long poll at once with "nothing yet" (the real ttrpc
+//! Execution service, served in this process). The host must back off and give up, not ask
+//! again at once forever on the runtime's shared workers; and a healthy box beside it keeps
+//! its exec latency.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boxlite::runtime::agent::AgentClient;
+use boxlite::{Error, ExecCommand, Execution};
+use boxlite_protocol::agent::{
+    exec_error::Kind as WireErrorKind, ExecError, ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse, SignalRequest, SignalResponse, StartRequest,
+    StartResponse, WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
+};
+use boxlite_protocol::agent_ttrpc::{create_execution, Execution as ExecutionService};
+use ttrpc::asynchronous::{Server, TtrpcContext};
+
+/// Starts every process, then answers each ReadOutput with no data and no end, and each
+/// Wait with "not exited", at once.
+#[derive(Default)]
+struct Impatient {
+    read_outputs: AtomicU64,
+    waits: AtomicU64,
+    started: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ExecutionService for Impatient {
+    async fn start(&self, _ctx: &TtrpcContext, _req: StartRequest) -> ttrpc::Result<StartResponse> {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        Ok(StartResponse { exec_id: format!("impatient-{n}"), pid: 100 + n as u32, ..Default::default() })
+    }
+
+    async fn read_output(&self, _ctx: &TtrpcContext, _req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
+        self.read_outputs.fetch_add(1, Ordering::Relaxed);
+        Ok(ReadOutputResponse::default())
+    }
+
+    async fn write_stdin(&self, _ctx: &TtrpcContext, _req: WriteStdinRequest) -> ttrpc::Result<WriteStdinResponse> {
+        Ok(WriteStdinResponse::default())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, _req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        Ok(WaitResponse::default())
+    }
+
+    async fn signal(&self, _ctx: &TtrpcContext, _req: SignalRequest) -> ttrpc::Result<SignalResponse> {
+        Ok(SignalResponse::default())
+    }
+
+    async fn release(&self, _ctx: &TtrpcContext, _req: ReleaseRequest) -> ttrpc::Result<ReleaseResponse> {
+        Ok(ReleaseResponse::default())
+    }
+}
+
+/// Serves `agent` on a fresh unix socket; the server stops when dropped.
+async fn serve(agent: Arc<Impatient>, name: &str) -> (Server, PathBuf) {
+    let socket = std::env::temp_dir().join(format!("boxlite-impatient-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut server = Server::new()
+        .bind(&format!("unix://{}", socket.display()))
+        .unwrap()
+        .register_service(create_execution(agent));
+    server.start().await.unwrap();
+    (server, socket)
+}
+
+async fn hostile_execution(socket: &PathBuf) -> Execution {
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    Execution::start_unsupervised(AgentClient::over(stream), ExecCommand::new("anything")).await.unwrap()
+}
+
+fn assert_gave_up(what: &str, result: boxlite::Result<impl std::fmt::Debug>) {
+    match result {
+        Err(Error::GuestProtocol { what: why }) => {
+            assert!(why.contains("in a row"), "{what}: {why}");
+            eprintln!("{what}: {why}");
+        }
+        other => panic!("{what}: expected a GuestProtocol error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_answers_nothing_at_once_is_backed_off_from_and_given_up_on() {
+    let agent = Arc::new(Impatient::default());
+    let (_server, socket) = serve(agent.clone(), "give-up").await;
+    let mut execution = hostile_execution(&socket).await;
+    let (mut stdout, mut stderr) = (execution.take_stdout().unwrap(), execution.take_stderr().unwrap());
+
+    let started = Instant::now();
+    // A host that asks again at once passes any bound on the requests quickly; one that backs
+    // off and gives up stays under 150.
+    let spinning = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let asked = agent.read_outputs.load(Ordering::Relaxed) + agent.waits.load(Ordering::Relaxed);
+            if asked > 1000 {
+                return asked;
+            }
+        }
+    };
+    let (status, out, err) = tokio::select! {
+        results = async { tokio::join!(execution.wait(), stdout.read_to_end(), stderr.read_to_end()) } => results,
+        asked = spinning => panic!("the host keeps asking: {asked} requests and counting"),
+    };
+    let took = started.elapsed();
+    let (read_outputs, waits) = (agent.read_outputs.load(Ordering::Relaxed), agent.waits.load(Ordering::Relaxed));
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("gave up after {took:?}: {read_outputs} ReadOutput and {waits} Wait requests");
+    assert_gave_up("wait", status);
+    assert_gave_up("stdout", out);
+    assert_gave_up("stderr", err);
+    // A host that asked again at once would have sent hundreds of thousands in that time.
+    assert!(read_outputs <= 2 * 50, "{read_outputs} ReadOutput requests for two streams");
+    assert!(waits <= 50, "{waits} Wait requests");
+    // The pauses between early replies: 10 ms doubling, the first seven alone 1.27 s.
+    assert!(took >= Duration::from_secs(1), "gave up after {took:?}, without backing off");
+}
+
+/// The median of `n` round trips of `true` in `vm`.
+async fn median_exec(vm: &boxlite::Vm, n: usize) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let out = vm.exec_output(ExecCommand::new("true")).await.unwrap();
+        times.push(started.elapsed());
+        assert!(out.status.success());
+    }
+    times.sort();
+    times[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_box_keeps_its_exec_latency_beside_hostile_agents() {
+    let dir = common::RunDir::new("hostile-neighbours");
+    let vm = common::boot_busybox(&dir).await;
+    median_exec(&vm, 3).await; // warm-up
+    let idle = median_exec(&vm, 10).await;
+
+    let agent = Arc::new(Impatient::default());
+    let (_server, socket) = serve(agent.clone(), "neighbours").await;
+    let mut hostile = Vec::new();
+    for _ in 0..4 {
+        let execution = hostile_execution(&socket).await;
+        hostile.push(tokio::spawn(async move { execution.output().await }));
+    }
+    let beside = median_exec(&vm, 10).await;
+    let requests = agent.read_outputs.load(Ordering::Relaxed) + agent.waits.load(Ordering::Relaxed);
+    for task in hostile {
+        if task.is_finished() {
+            panic!("a hostile execution ended early (the measurement ran without it): {:?}", task.await.unwrap().map(|_| ()));
+        }
+        task.abort();
+    }
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("exec `true` median: idle {idle:?}, beside 4 hostile executions {beside:?} (they sent {requests} requests meanwhile)");
+    // Each of the 12 polls (3 per execution) gives up after 50 early replies, whatever the time.
+    assert!(requests <= 4 * 3 * 50, "the hostile executions got {requests} answers: the host re-asks without backing off");
+    let bound = idle * 2 + Duration::from_millis(20);
+    assert!(beside < bound, "exec median {beside:?} beside hostile agents, {idle:?} idle (bound {bound:?})");
+}
+
+/// Answers with messages of a mebibyte: a refusal to start anything but "ok", and a failed
+/// ReadOutput whose ttrpc status carries the text.
+struct Wordy;
+
+const WORDY: usize = 1 << 20;
+
+#[async_trait::async_trait]
+impl ExecutionService for Wordy {
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        if req.program == "ok" {
+            return Ok(StartResponse { exec_id: "wordy".into(), pid: 7, ..Default::default() });
+        }
+        let error = ExecError { kind: WireErrorKind::SPAWN_FAILED.into(), message: "why ".repeat(WORDY / 4), ..Default::default() };
+        Ok(StartResponse { error: Some(error).into(), ..Default::default() })
+    }
+
+    async fn read_output(&self, _ctx: &TtrpcContext, _req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
+        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INTERNAL, "e".repeat(WORDY))))
+    }
+}
+
+#[tokio::test]
+async fn an_agents_long_messages_are_quoted_at_a_bounded_length() {
+    let socket = std::env::temp_dir().join(format!("boxlite-wordy-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut server = Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(Arc::new(Wordy)));
+    server.start().await.unwrap();
+    let agent = AgentClient::over(tokio::net::UnixStream::connect(&socket).await.unwrap());
+
+    let refused = Execution::start_unsupervised(agent.clone(), ExecCommand::new("refused")).await.err().expect("a refusal");
+    let text = refused.to_string();
+    assert!(matches!(refused, Error::ExecRefused { .. }), "{text}");
+    assert!(text.len() < 2048 && text.contains(&format!("({WORDY} bytes)")), "{} bytes: {}", text.len(), &text[..text.len().min(200)]);
+
+    let mut execution = Execution::start_unsupervised(agent, ExecCommand::new("ok")).await.unwrap();
+    let failed = execution.take_stdout().unwrap().read_to_end().await.expect_err("ReadOutput fails");
+    let text = failed.to_string();
+    let _ = std::fs::remove_file(&socket);
+    assert!(matches!(failed, Error::Agent { rpc: "ReadOutput", .. }), "{}", &text[..text.len().min(200)]);
+    assert!(text.len() < 2048 && text.contains("bytes)"), "{} bytes: {}", text.len(), &text[..text.len().min(200)]);
+}
