@@ -144,7 +144,10 @@ fn drop_privileges(spec: &VmSpec) -> Result<Option<u32>, String> {
 /// Closes every descriptor but stdin (the watchdog), stdout (status) and stderr (log): a
 /// library user's process may have leaked descriptors without O_CLOEXEC into ours.
 fn close_inherited_fds() {
-    sys::close_fds_from(3);
+    // SAFETY: called first in the jail, before the shim opens a descriptor of its own (its
+    // tokio runtime starts later, in the engine): everything from 3 up was inherited, and
+    // nothing in this process owns it.
+    unsafe { sys::close_fds_from(3) };
 }
 
 fn set_rlimit(resource: Resource, value: u64) -> Result<(), String> {

@@ -1,22 +1,30 @@
-//! The shim's system calls that nix does not offer safely, each behind a safe function.
+//! The shim's system calls that nix does not offer safely, each behind a safe function,
+//! except `close_fds_from`, which cannot be safe (it closes descriptors it does not own).
 //!
 //! Unsafe code of the shim outside this module, and why it stays where it is:
+//! - `jail::close_inherited_fds`: calls `close_fds_from`, first in the jail, when nothing
+//!   owns a descriptor above stderr yet;
 //! - `engine_qemu::spawn_child`'s `pre_exec` closure: it runs between fork and exec, and its
 //!   SAFETY comment is about what that closure does there, so it sits beside the closure;
 //! - `engine_krun::run`: calls into libkrun's C API (an FFI binding, not a system call);
 //! - `jail::apply`'s `remove_var`: sound only because of the order in which the jail runs
 //!   (no thread but the watchdog, which never reads the environment);
 //! - `seccomp_probe`: the probe's job is to make raw system calls with harmless arguments.
+//! - the `pre_exec` in `seccomp`'s tests: installs a policy in a child, as the engine does.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// Closes every descriptor from `first` up (close_range(2)). Errors are not reported: the
 /// only one possible here is ENOSYS on kernels before 5.9.
-pub fn close_fds_from(first: u32) {
-    // SAFETY: close_range takes integers only. Closing descriptors cannot break memory
-    // safety by itself; the caller closes 3.. before anything in this process (Rust's
-    // std included) has opened a descriptor it still uses.
+///
+/// # Safety
+///
+/// Nothing in this process may own a descriptor from `first` up (an `OwnedFd`, a `File`, a
+/// runtime's epoll): it would go on using a closed number, which a later open reuses.
+pub unsafe fn close_fds_from(first: u32) {
+    // SAFETY: close_range takes integers only; that no descriptor it closes is owned is the
+    // caller's promise.
     unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
 }
 
