@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,12 +21,16 @@ use boxlite_protocol::agent::{
     WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use ttrpc::asynchronous::TtrpcContext;
 
 use crate::reaper::{Exit, Reaper};
 use crate::rootfs::{self, Root};
+use crate::sys::{self, ChildSetup};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Longest long-poll the agent honours; the host asks again after it.
@@ -110,11 +114,9 @@ impl ExecService {
         let cstr = |what: &str, s: &str| {
             CString::new(s).map_err(|_| exec_error(ErrorKind::INVALID_ARGUMENT, format!("{what} contains a NUL byte")))
         };
-        let root_c = cstr("root", &self.root.path.to_string_lossy())?;
-        let cwd_c = cstr("working directory", &working_dir)?;
-        let chroot = self.root.path != std::path::Path::new("/");
+        let root = (self.root.path != std::path::Path::new("/")).then(|| cstr("root", &self.root.path.to_string_lossy())).transpose()?;
+        let cwd = cstr("working directory", &working_dir)?;
         let tty = req.tty;
-        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
 
         let mut command = Command::new(&program);
         command.arg0(&req.program).args(&req.args).env_clear().envs(env);
@@ -129,33 +131,7 @@ impl ExecService {
             command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
             None
         };
-        // SAFETY: runs in the child between fork and exec and only makes async-signal-safe
-        // system calls on data prepared before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                if chroot && libc::chroot(root_c.as_ptr()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::chdir(cwd_c.as_ptr()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // A session (and process group) of its own: signals and the timeout reach
-                // the whole group, and a tty becomes its controlling terminal.
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        sys::on_exec(&mut command, ChildSetup { root, cwd, tty, uid: user.uid, gid: user.gid, groups: user.groups.clone() });
 
         let (mut child, pid, exited) = self
             .reaper
@@ -194,8 +170,7 @@ impl ExecService {
                         Ok(exit) => exit,
                         Err(_) => {
                             timed_out.store(true, Ordering::Relaxed);
-                            // SAFETY: kill(2) with a negative pid signals that process group.
-                            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                             exited.await
                         }
                     }
@@ -274,16 +249,9 @@ fn spawn_error(program: &str, resolved: &str, e: io::Error) -> ExecError {
 }
 
 fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: fcntl on a descriptor we own, setting only O_NONBLOCK.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // SAFETY: the OwnedFd moves into the AsyncFd and stays open, naming the same file,
-    // until the AsyncFd is dropped.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    sys::register_async_fd(fd)
 }
 
 /// Reads at least one byte (waiting up to `wait`), then whatever else is ready, up to `max`.
@@ -321,19 +289,13 @@ async fn read_chunk(fd: &AsyncFd<OwnedFd>, max: usize, wait: Duration) -> io::Re
 }
 
 fn raw_read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: read(2) into a buffer we own, of the length we pass.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    Ok(nix::unistd::read(fd.as_raw_fd(), buf)?)
 }
 
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
-        let result = guard.try_io(|inner| {
-            // SAFETY: write(2) from a slice we borrow, of the length we pass.
-            let n = unsafe { libc::write(inner.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len()) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-        });
+        let result = guard.try_io(|inner| Ok(nix::unistd::write(inner.get_ref(), data)?));
         match result {
             Ok(Ok(n)) => data = &data[n..],
             Ok(Err(e)) => return Err(e),
@@ -429,10 +391,8 @@ impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
             return Ok(SignalResponse::default()); // already gone; the pid may be reused
         }
         let target = if req.process_group { -(exec.pid as i32) } else { exec.pid as i32 };
-        // SAFETY: kill(2) on the process (group) this execution started, which has not been
-        // reaped yet (checked above), so the pid still names it.
-        if unsafe { libc::kill(target, req.signal) } != 0 {
-            let e = io::Error::last_os_error();
+        // The process (group) has not been reaped yet (checked above), so the pid still names it.
+        if let Err(e) = sys::kill(target, req.signal) {
             return Err(status(ttrpc::Code::INTERNAL, format!("signal {} to {}: {e}", req.signal, req.exec_id)));
         }
         Ok(SignalResponse::default())
@@ -443,10 +403,7 @@ impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
         let Some(pty) = &exec.pty else {
             return Err(status(ttrpc::Code::FAILED_PRECONDITION, format!("{} has no tty", req.exec_id)));
         };
-        let size = libc::winsize { ws_row: req.rows.clamp(1, 1000) as u16, ws_col: req.cols.clamp(1, 1000) as u16, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads a winsize we own from the pty master we own.
-        if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = sys::set_window_size(pty.as_fd(), req.rows.clamp(1, 1000) as u16, req.cols.clamp(1, 1000) as u16) {
             return Err(status(ttrpc::Code::INTERNAL, format!("resize {}: {e}", req.exec_id)));
         }
         Ok(ResizeResponse::default())

@@ -9,6 +9,7 @@ mod pid1;
 mod reaper;
 mod rootfs;
 mod service;
+mod sys;
 mod vsock;
 
 use std::sync::Arc;

@@ -51,9 +51,9 @@ fn attach_console() {
         return;
     };
     for target in 0..=2 {
-        // SAFETY: dup2 onto the standard descriptors of this single-threaded process at
-        // start-up; `console` stays open for the duration of the call.
-        unsafe { libc::dup2(console.as_raw_fd(), target) };
+        // Replaces the standard descriptors of this single-threaded process at start-up,
+        // before anything else holds them.
+        let _ = nix::unistd::dup2(console.as_raw_fd(), target);
     }
 }
 

@@ -5,13 +5,14 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use boxlite_protocol::{CMDLINE_ROOT_DEVICE, CMDLINE_ROOT_MODE};
 use nix::mount::{mount, MsFlags};
 
 use crate::log;
+use crate::sys;
 
 /// Where the box's disk is mounted inside the initramfs.
 const ROOT_MOUNT_POINT: &str = "/rootfs";
@@ -79,41 +80,16 @@ impl Root {
 
     fn open_in_root(&self, path: &str, flags: i32) -> io::Result<OwnedFd> {
         let c_path = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: open_how is plain data; zeroed is a valid value that we then fill in.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = flags as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT;
-        // SAFETY: openat2 reads `how` (of the size we pass) and the NUL-terminated path, both
-        // alive for the call; the returned descriptor, if any, is ours to own.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.dir.as_raw_fd(),
-                c_path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: openat2 returned a new descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        sys::openat2_in_root(self.dir.as_fd(), &c_path, flags)
     }
 }
 
 /// Grows the mounted root file system to fill its device (online ext4 resize): a box whose
 /// disk was made larger than its image's gets the room. Nothing happens when it already fits.
 fn grow_to_device(device: &str) {
-    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
     let result = (|| -> Result<Option<u64>, String> {
         let dev = std::fs::File::open(device).map_err(|e| format!("open {device}: {e}"))?;
-        let mut bytes: u64 = 0;
-        // SAFETY: BLKGETSIZE64 writes one u64 into the variable we own.
-        if unsafe { libc::ioctl(dev.as_raw_fd(), BLKGETSIZE64, &mut bytes) } != 0 {
-            return Err(format!("size of {device}: {}", io::Error::last_os_error()));
-        }
+        let bytes = sys::block_device_size(dev.as_fd()).map_err(|e| format!("size of {device}: {e}"))?;
         let root = std::fs::File::open(ROOT_MOUNT_POINT).map_err(|e| format!("open {ROOT_MOUNT_POINT}: {e}"))?;
         let stat = nix::sys::statfs::fstatfs(&root).map_err(|e| format!("statfs {ROOT_MOUNT_POINT}: {e}"))?;
         let block = stat.block_size() as u64;
@@ -121,10 +97,7 @@ fn grow_to_device(device: &str) {
         if wanted <= current {
             return Ok(None);
         }
-        // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count) from the variable.
-        if unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_RESIZE_FS, &wanted) } != 0 {
-            return Err(format!("resize to {wanted} blocks: {}", io::Error::last_os_error()));
-        }
+        sys::ext4_resize(root.as_fd(), wanted).map_err(|e| format!("resize to {wanted} blocks: {e}"))?;
         Ok(Some(wanted * block))
     })();
     match result {
@@ -136,12 +109,7 @@ fn grow_to_device(device: &str) {
 
 /// File status of an O_PATH descriptor.
 pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: fstat fills the zeroed stat buffer we own; the fd is open.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
+    Ok(nix::sys::stat::fstat(fd.as_raw_fd())?)
 }
 
 /// A user as the box's /etc/passwd and /etc/group describe it.

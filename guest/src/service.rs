@@ -8,6 +8,7 @@ use boxlite_protocol::agent_ttrpc::Guest;
 use ttrpc::asynchronous::TtrpcContext;
 
 use crate::log;
+use crate::sys;
 
 /// How long Shutdown waits after answering before it powers off, so that the response leaves
 /// the guest before the VM disappears.
@@ -30,9 +31,7 @@ impl GuestService {
 /// not wait for the CRNG, which may still be seeding this early in a fresh VM.
 fn random_boot_id() -> String {
     let mut bytes = [0u8; 16];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_INSECURE) };
-    if filled != bytes.len() as isize {
+    if !sys::getrandom_insecure(&mut bytes).is_ok_and(|filled| filled == bytes.len()) {
         // Fall back to the clock: still distinct between VMs booted at different instants.
         bytes[..8].copy_from_slice(&uptime_us().to_le_bytes());
         bytes[8..].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
@@ -79,8 +78,7 @@ impl Guest for GuestService {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let ticks: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
         let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(1).max(1) as u64;
         Ok(StatsResponse {
             cpu_busy_ms: busy * 1000 / hz,
             memory_total_kib: kib("MemTotal:"),

@@ -2,7 +2,7 @@
 //! either ends, or the watchdog fires, or SIGTERM arrives, both are stopped together and the
 //! sockets removed.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args};
 use boxlite_vmspec::spec::{remove_socket_files, ShimEvent, VmSpec};
 use boxlite_shim::seccomp::{self, Policy};
+use boxlite_shim::sys;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -114,14 +115,13 @@ fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>, filter: Option<Vec
     let mut command = Command::new(program);
     command.args(&args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe calls (prctl, poll, seccomp, _exit) on data prepared before the fork.
-    // PR_SET_PDEATHSIG ties the child to the thread that forks it, the shim's main thread,
-    // which lives as long as the shim does.
+    // async-signal-safe calls (prctl, poll, seccomp, _exit), allocating nothing, on data
+    // prepared before the fork (`filter` moves in; `shim_fd` stays open in the parent until
+    // spawn returns, so the child's copy is open too). PR_SET_PDEATHSIG ties the child to
+    // the thread that forks it, the shim's main thread, which lives as long as the shim does.
     unsafe {
         command.as_std_mut().pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             // The shim may have died between fork and prctl: then nobody would kill us. Its
             // pidfd says so (getppid cannot: the parent lies outside our pid namespace).
             let mut shim = libc::pollfd { fd: shim_fd, events: libc::POLLIN, revents: 0 };
@@ -141,13 +141,7 @@ fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>, filter: Option<Vec
 
 /// A pidfd for this process: readable once it has exited.
 fn own_pidfd() -> Result<OwnedFd, String> {
-    // SAFETY: pidfd_open on our own pid; the kernel returns a new descriptor (O_CLOEXEC).
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-    if fd < 0 {
-        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the descriptor was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    sys::pidfd_open_self().map_err(|e| format!("pidfd_open: {e}"))
 }
 
 /// Waits until the vhost-user socket exists, failing early if the backend exits.

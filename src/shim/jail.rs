@@ -11,6 +11,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use boxlite_vmspec::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
+use boxlite_shim::sys;
+use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
 
 use crate::jail_root;
@@ -72,19 +74,16 @@ pub fn apply(spec: &VmSpec) -> Result<Jailed, String> {
         applied.jail_mounts = mounts.into_iter().map(|m| m.path).collect();
     }
     if spec.jail.rlimits {
-        set_rlimit(libc::RLIMIT_CORE, 0)?;
-        set_rlimit(libc::RLIMIT_NOFILE, NOFILE)?;
-        set_rlimit(libc::RLIMIT_FSIZE, largest_file(spec)?)?;
+        set_rlimit(Resource::RLIMIT_CORE, 0)?;
+        set_rlimit(Resource::RLIMIT_NOFILE, NOFILE)?;
+        set_rlimit(Resource::RLIMIT_FSIZE, largest_file(spec)?)?;
         applied.rlimits = true;
     }
     if spec.jail.drop_privileges {
         applied.uid = drop_privileges(spec)?;
     }
     if spec.jail.no_new_privs {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error()));
-        }
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
         applied.no_new_privs = true;
     }
     jailed.write_record()?;
@@ -145,17 +144,14 @@ fn drop_privileges(spec: &VmSpec) -> Result<Option<u32>, String> {
 /// Closes every descriptor but stdin (the watchdog), stdout (status) and stderr (log): a
 /// library user's process may have leaked descriptors without O_CLOEXEC into ours.
 fn close_inherited_fds() {
-    // SAFETY: close_range on descriptors this process owns; 3.. are none of Rust's.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // SAFETY: called first in the jail, before the shim opens a descriptor of its own (its
+    // tokio runtime starts later, in the engine): everything from 3 up was inherited, and
+    // nothing in this process owns it.
+    unsafe { sys::close_fds_from(3) };
 }
 
-fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> Result<(), String> {
-    let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-        return Err(format!("setrlimit({resource}, {value}): {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+fn set_rlimit(resource: Resource, value: u64) -> Result<(), String> {
+    setrlimit(resource, value, value).map_err(|e| format!("setrlimit({resource:?}, {value}): {e}"))
 }
 
 /// Puts this process in `boxlite/shim-<pid>` (v2: one directory; v1: one per controller)

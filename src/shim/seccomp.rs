@@ -84,22 +84,11 @@ pub fn apply_all_threads(policy: Policy) -> Result<(), String> {
 /// Async-signal-safe (no allocation, no locks: two syscalls), so it may run in
 /// `Command::pre_exec` between fork and exec; decode the program with `program` before.
 pub fn apply_prepared(program: &[sock_filter]) -> std::io::Result<()> {
-    let len = u16::try_from(program.len()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    if len == 0 {
+    if program.is_empty() || program.len() > usize::from(u16::MAX) {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fprog points at `len` instructions borrowed from `program`, alive for the call;
-    // the kernel copies them and never writes through the pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    nix::sys::prctl::set_no_new_privs()?;
+    crate::sys::seccomp_set_mode_filter(program)
 }
 
 #[cfg(test)]

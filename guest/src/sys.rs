@@ -1,0 +1,149 @@
+//! The agent's system calls that nix does not offer safely, each behind a safe function.
+//! Every unsafe block of the agent is here; the rest of the crate is safe code.
+//!
+//! What runs between fork and exec (`on_exec`) is here too: it is the one place where only
+//! async-signal-safe calls on data prepared before the fork are allowed, and keeping the
+//! closure here, built from plain data, is what makes the function safe to call.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// How a child is set up between fork and exec.
+pub struct ChildSetup {
+    /// chroot(2) here first (None: stay in the agent's root).
+    pub root: Option<CString>,
+    /// Then chdir(2) here (inside the new root).
+    pub cwd: CString,
+    /// Make stdin (a pty slave) the controlling terminal of the new session.
+    pub tty: bool,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// Makes `command`'s child enter `setup.root`, change to `setup.cwd`, start a session of its
+/// own, take its tty, and drop to the user, in that order, before it execs.
+pub fn on_exec(command: &mut Command, setup: ChildSetup) {
+    let ChildSetup { root, cwd, tty, uid, gid, groups } = setup;
+    // SAFETY: the closure runs in the child between fork and exec. It only makes
+    // async-signal-safe system calls (chroot, chdir, setsid, ioctl, setgroups, setgid,
+    // setuid), allocates nothing and takes no lock; the strings and the group list it reads
+    // were built before the fork and move into the closure, so they live as long as it does.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(root) = &root {
+                if libc::chroot(root.as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A session (and process group) of its own: signals and the timeout reach
+            // the whole group, and a tty becomes its controlling terminal.
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// kill(2) with a raw signal number, as the host sent it: nix's `Signal` has no real-time
+/// signals and no signal 0, both of which the host may ask for. A negative `pid` names a
+/// process group.
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) takes integers only; an invalid pid or signal is an error, not UB.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ).
+pub fn set_window_size(tty: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which points at `size`, alive
+    // for the call; the descriptor is borrowed, so it is open.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// openat2(2) of `path` under `dir` with RESOLVE_IN_ROOT: `..` and absolute symlinks stay
+/// inside `dir`, as they would after a chroot to it.
+pub fn openat2_in_root(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain integers, for which all zeroes is a valid value (and the
+    // one the kernel wants in fields we do not set).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT;
+    // SAFETY: openat2 reads `how` (of the size we pass) and the NUL-terminated path, both
+    // alive for the call; `dir` is borrowed, so it is open.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The size of a block device in bytes (BLKGETSIZE64).
+pub fn block_device_size(device: BorrowedFd<'_>) -> io::Result<u64> {
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut bytes: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at `bytes`; the
+    // descriptor is borrowed, so it is open.
+    if unsafe { libc::ioctl(device.as_raw_fd(), BLKGETSIZE64, &mut bytes) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(bytes)
+}
+
+/// Grows the mounted ext4 file system that `mounted` is open on to `blocks` blocks, online
+/// (EXT4_IOC_RESIZE_FS).
+pub fn ext4_resize(mounted: BorrowedFd<'_>, blocks: u64) -> io::Result<()> {
+    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count) through the pointer,
+    // which points at `blocks`; the descriptor is borrowed, so it is open.
+    if unsafe { libc::ioctl(mounted.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Fills `buf` from getrandom(2) with GRND_INSECURE (never waits for the CRNG). Returns how
+/// many bytes were written.
+pub fn getrandom_insecure(buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`, which we borrow mutably.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_INSECURE) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Registers a descriptor with the tokio reactor (which must be running).
+pub fn register_async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is open until dropped and always names the same descriptor, and
+    // it moves into the AsyncFd, so it stays open for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+}

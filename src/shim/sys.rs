@@ -1,0 +1,55 @@
+//! The shim's system calls that nix does not offer safely, each behind a safe function,
+//! except `close_fds_from`, which cannot be safe (it closes descriptors it does not own).
+//!
+//! Unsafe code of the shim outside this module, and why it stays where it is:
+//! - `jail::close_inherited_fds`: calls `close_fds_from`, first in the jail, when nothing
+//!   owns a descriptor above stderr yet;
+//! - `engine_qemu::spawn_child`'s `pre_exec` closure: it runs between fork and exec, and its
+//!   SAFETY comment is about what that closure does there, so it sits beside the closure;
+//! - `engine_krun::run`: calls into libkrun's C API (an FFI binding, not a system call);
+//! - `jail::apply`'s `remove_var`: sound only because of the order in which the jail runs
+//!   (no thread but the watchdog, which never reads the environment);
+//! - `seccomp_probe`: the probe's job is to make raw system calls with harmless arguments.
+//! - the `pre_exec` in `seccomp`'s tests: installs a policy in a child, as the engine does.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Closes every descriptor from `first` up (close_range(2)). Errors are not reported: the
+/// only one possible here is ENOSYS on kernels before 5.9.
+///
+/// # Safety
+///
+/// Nothing in this process may own a descriptor from `first` up (an `OwnedFd`, a `File`, a
+/// runtime's epoll): it would go on using a closed number, which a later open reuses.
+pub unsafe fn close_fds_from(first: u32) {
+    // SAFETY: close_range takes integers only; that no descriptor it closes is owned is the
+    // caller's promise.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+}
+
+/// A pidfd for this process (pidfd_open(2), O_CLOEXEC): readable once it has exited.
+pub fn pidfd_open_self() -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers only (our own pid, no flags).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id() as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Installs a seccomp BPF program on the calling thread (seccomp(2),
+/// SECCOMP_SET_MODE_FILTER, no flags). The kernel requires no_new_privs (or CAP_SYS_ADMIN)
+/// first. Async-signal-safe: one system call, no allocation.
+pub fn seccomp_set_mode_filter(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
+    // SAFETY: fprog points at `len` instructions borrowed from `program`, alive for the
+    // call; the kernel copies them and never writes through the pointer (hence the cast).
+    let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
