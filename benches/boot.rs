@@ -5,6 +5,7 @@
 //!   - shim spawn -> first successful Ping,
 //!   - the guest's own uptime at that Ping,
 //!   - and the resident memory (RSS) of the shim, the VMM and helpers after 1 s idle.
+//!
 //! qemu runs twice: fully jailed (the default), and with every jail step off, to show what
 //! the jail costs (docs/jailer.md).
 //!

@@ -145,11 +145,11 @@ unsafe fn import(
     guard(|| {
         // SAFETY: NULL or live (caller's contract).
         let runtime = unsafe { handle(runtime, "runtime") }?;
-        // SAFETY: NULL or NUL-terminated (caller's contract).
         let source_name = match kind {
             ImportSource::Layout => "layout_dir",
             ImportSource::Archive => "archive",
         };
+        // SAFETY: NULL or NUL-terminated (caller's contract).
         let (source, name) = unsafe { (str_arg(source, source_name)?, str_arg(name, "name")?) };
         // SAFETY: as above; NULL means "the only image".
         let tag = if tag.is_null() { None } else { Some(unsafe { str_arg(tag, "tag") }?) };

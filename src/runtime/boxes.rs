@@ -629,9 +629,7 @@ fn shim_alive(attach_file: &Path) -> bool {
 /// 12 random hex digits.
 fn random_id() -> String {
     let mut bytes = [0u8; 6];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own.
-    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if filled != bytes.len() as isize {
+    if !crate::runtime::sys::random_bytes(&mut bytes) {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         bytes.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes()[..6]);
     }

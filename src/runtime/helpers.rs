@@ -7,7 +7,6 @@
 //! the boxlite cache (`$BOXLITE_CACHE`, default ~/.cache/boxlite) and PATH where that makes
 //! sense. Errors list every place that was searched.
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::runtime::error::{Error, Result};
@@ -42,16 +41,8 @@ fn exe_dir() -> Option<PathBuf> {
 /// as a shared library (so an installed library finds its helpers without environment
 /// variables), the executable itself when it is linked in statically.
 fn library_dir() -> Option<PathBuf> {
-    // SAFETY: dladdr only reads the address (of a function in this object) and fills the
-    // Dl_info we own; dli_fname, when set, is a NUL-terminated path owned by the loader.
-    unsafe {
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(library_dir as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
-            return None;
-        }
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(std::ffi::CStr::from_ptr(info.dli_fname).to_bytes()));
-        std::fs::canonicalize(path).ok()?.parent().map(Path::to_path_buf)
-    }
+    let path = crate::runtime::sys::object_file_of(library_dir as *const libc::c_void)?;
+    std::fs::canonicalize(path).ok()?.parent().map(Path::to_path_buf)
 }
 
 /// Where an install prefix keeps boxlite's helpers, relative to the library or executable:

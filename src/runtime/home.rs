@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -333,8 +333,7 @@ fn lock_home(home: &Path) -> Result<File> {
     // A lock just released can still be held for an instant by a child another thread of
     // this process forked (it shares the descriptor until its exec closes it): retry briefly.
     let deadline = std::time::Instant::now() + LOCK_RETRY;
-    // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
-    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while !crate::runtime::sys::try_lock_exclusive(file.as_fd()).map_err(|e| Error::io(format!("lock {}", path.display()), e))? {
         if std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;

@@ -14,4 +14,5 @@ pub mod home;
 pub mod logging;
 pub mod images;
 pub mod spec;
+pub(crate) mod sys;
 pub mod vm;

@@ -20,11 +20,12 @@
 use std::collections::{HashSet, VecDeque};
 use std::ffi::CString;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE, MAX_QUOTED_NAME};
+use crate::runtime::sys;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
@@ -141,16 +142,15 @@ impl Staging {
             T::Directory => {
                 if !is_dir_at(parent, &c_name) {
                     remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
-                    // SAFETY: mkdirat on a descriptor we hold with a NUL-terminated name.
-                    check(unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o700) }).map_err(|e| io_err("mkdir", e))?;
+                    sys::mkdir_at(parent, &c_name, 0o700).map_err(|e| io_err("mkdir", e))?;
                 }
-                let dir = open_at(parent, &c_name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(|e| io_err("open", e))?;
+                let dir = sys::open_at(parent, &c_name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).map_err(|e| io_err("open", e))?;
                 set_xattrs(&dir, &xattrs).map_err(|e| io_err("set xattrs on", e))?;
             }
             T::Regular | T::Continuous => {
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
                 let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let file = open_at_mode(parent, &c_name, flags, 0o600).map_err(|e| io_err("create", e))?;
+                let file = sys::open_at(parent, &c_name, flags, 0o600).map_err(|e| io_err("create", e))?;
                 let mut file = std::fs::File::from(file);
                 io::copy(entry, &mut file).map_err(|e| layer_error(shown, e))?;
                 set_xattrs(&file.as_fd().try_clone_to_owned().map_err(|e| io_err("dup", e))?, &xattrs)
@@ -160,8 +160,7 @@ impl Staging {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse(shown, "a symlink without a target"))?;
                 let target = CString::new(target.into_owned()).map_err(|_| refuse(shown, "its link target contains a NUL byte"))?;
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
-                // SAFETY: symlinkat with NUL-terminated strings and a descriptor we hold.
-                check(unsafe { libc::symlinkat(target.as_ptr(), parent.as_raw_fd(), c_name.as_ptr()) }).map_err(|e| io_err("symlink", e))?;
+                sys::symlink_at(&target, parent, &c_name).map_err(|e| io_err("symlink", e))?;
             }
             T::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse(shown, "a hard link without a target"))?;
@@ -171,16 +170,12 @@ impl Staging {
                 let target_dir = self.dir(target_parent, false).map_err(|e| refuse(shown, &format!("its hard link target {}: {e}", target.display())))?;
                 let c_target = CString::new(target_name).map_err(|_| refuse(shown, "its link target contains a NUL byte"))?;
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
-                // SAFETY: linkat on descriptors we hold with NUL-terminated names; flags 0
-                // never follows a symlink as the final component.
-                let linked = unsafe { libc::linkat(target_dir.as_raw_fd(), c_target.as_ptr(), parent.as_raw_fd(), c_name.as_ptr(), 0) };
-                check(linked).map_err(|e| io_err(&format!("hard link to {} as", target.display()), e))?;
+                sys::link_at(target_dir.as_fd(), &c_target, parent, &c_name).map_err(|e| io_err(&format!("hard link to {} as", target.display()), e))?;
                 return Ok(()); // a hard link shares the target's metadata
             }
             T::Fifo => {
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
-                // SAFETY: mkfifoat with a descriptor we hold and a NUL-terminated name.
-                check(unsafe { libc::mkfifoat(parent.as_raw_fd(), c_name.as_ptr(), 0o600) }).map_err(|e| io_err("mkfifo", e))?;
+                sys::mkfifo_at(parent, &c_name, 0o600).map_err(|e| io_err("mkfifo", e))?;
             }
             T::Char | T::Block => {
                 report.warnings.push(format!("{shown}: device node skipped (the box gets its devices from devtmpfs)"));
@@ -192,7 +187,7 @@ impl Staging {
                 return Ok(());
             }
         }
-        set_metadata(parent, &c_name, kind == T::Symlink, uid, gid, mode, mtime).map_err(|e| io_err("set owner/mode/time of", e))
+        sys::set_metadata_at(parent, &c_name, kind == T::Symlink, uid, gid, mode, mtime).map_err(|e| io_err("set owner/mode/time of", e))
     }
 
     /// Opens the directory at `parts` inside the root, creating missing ones when `create`
@@ -200,7 +195,7 @@ impl Staging {
     /// `x`, `..` stops at the root) and never leave it: lookups use RESOLVE_IN_ROOT, and
     /// when directories must be created, the walk follows symlinks itself, in the root.
     fn dir(&self, parts: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
-        match open_in_root(self.root.as_fd(), &joined(parts)) {
+        match sys::open_dir_in_root(self.root.as_fd(), &joined(parts)) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {}
             other => return other,
         }
@@ -217,16 +212,16 @@ impl Staging {
                 }
                 _ => {}
             }
-            let parent = open_in_root(self.root.as_fd(), &joined(&resolved))?;
+            let parent = sys::open_dir_in_root(self.root.as_fd(), &joined(&resolved))?;
             let name = CString::new(part.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            match lstat_at(parent.as_fd(), &name) {
+            match sys::lstat_at(parent.as_fd(), &name) {
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => resolved.push(part),
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
                         return Err(io::Error::from_raw_os_error(libc::ELOOP));
                     }
-                    let target = read_link_at(parent.as_fd(), &name)?;
+                    let target = sys::read_link_at(parent.as_fd(), &name)?;
                     if target.starts_with(b"/") {
                         resolved.clear();
                     }
@@ -236,14 +231,13 @@ impl Staging {
                 }
                 Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    // SAFETY: mkdirat on a descriptor we hold with a NUL-terminated name.
-                    check(unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) })?;
+                    sys::mkdir_at(parent.as_fd(), &name, 0o755)?;
                     resolved.push(part);
                 }
                 Err(e) => return Err(e),
             }
         }
-        open_in_root(self.root.as_fd(), &joined(&resolved))
+        sys::open_dir_in_root(self.root.as_fd(), &joined(&resolved))
     }
 
     fn whiteout(&self, parent: &[Vec<u8>], name: &[u8], created: &HashSet<InRoot>, shown: &str) -> Result<()> {
@@ -282,17 +276,6 @@ fn joined(parts: &[Vec<u8>]) -> Vec<u8> {
     }
 }
 
-fn read_link_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: readlinkat writes at most buf.len() bytes into the buffer we own.
-    let len = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(len as usize);
-    Ok(buf)
-}
-
 fn refuse(entry: &str, why: &str) -> Error {
     Error::UnsafeLayer { entry: entry.to_string(), reason: why.to_string() }
 }
@@ -303,74 +286,25 @@ fn layer_error(what: &str, e: io::Error) -> Error {
     Error::UnsafeLayer { entry: what.to_string(), reason: format!("the archive is malformed or truncated: {cause}") }
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// openat2(dir, path, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).
-fn open_in_root(dir: BorrowedFd<'_>, path: &[u8]) -> io::Result<OwnedFd> {
-    let c_path = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: open_how is plain data; zeroed is valid and then filled in.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 reads `how` (of the size passed) and the path, both alive for the call.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c_path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn open_at(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int) -> io::Result<OwnedFd> {
-    open_at_mode(dir, name, flags, 0)
-}
-
-fn open_at_mode(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    // SAFETY: openat on a descriptor we hold with a NUL-terminated name.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn lstat_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<libc::stat> {
-    // SAFETY: fstatat fills the zeroed buffer we own; AT_SYMLINK_NOFOLLOW never follows.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
-}
-
 fn is_dir_at(dir: BorrowedFd<'_>, name: &CString) -> bool {
-    lstat_at(dir, name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    sys::lstat_at(dir, name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// Removes `name` in `dir` (a directory recursively), never following symlinks. Missing is fine.
 fn remove_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<()> {
-    let st = match lstat_at(dir, name) {
+    let st = match sys::lstat_at(dir, name) {
         Ok(st) => st,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(e),
     };
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        let child_dir = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+        let child_dir = sys::open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
         for child in list_dir(&child_dir)? {
             remove_at(child_dir.as_fd(), &CString::new(child).expect("directory entries have no NUL"))?;
         }
-        // SAFETY: unlinkat on a descriptor we hold with a NUL-terminated name.
-        check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
+        sys::unlink_at(dir, name, true)
     } else {
-        // SAFETY: as above.
-        check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })
+        sys::unlink_at(dir, name, false)
     }
 }
 
@@ -382,20 +316,6 @@ fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
         names.push(entry?.file_name().as_bytes().to_vec());
     }
     Ok(names)
-}
-
-fn set_metadata(dir: BorrowedFd<'_>, name: &CString, is_symlink: bool, uid: u32, gid: u32, mode: u32, mtime: i64) -> io::Result<()> {
-    // SAFETY: *at calls on a descriptor we hold with a NUL-terminated name; AT_SYMLINK_NOFOLLOW
-    // acts on a symlink itself, never on what it points to.
-    unsafe {
-        check(libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW))?;
-        if !is_symlink {
-            // After chown, which clears setuid/setgid bits.
-            check(libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0))?;
-        }
-        let times = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
-        check(libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW))
-    }
 }
 
 type Xattrs = Vec<(CString, Vec<u8>)>;
@@ -417,9 +337,7 @@ fn xattrs_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Xattrs> {
 
 fn set_xattrs(fd: &OwnedFd, xattrs: &Xattrs) -> io::Result<()> {
     for (name, value) in xattrs {
-        // SAFETY: fsetxattr on a descriptor we hold, with a NUL-terminated name and a value
-        // slice of the length we pass.
-        check(unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })?;
+        sys::set_xattr(fd.as_fd(), name, value)?;
     }
     Ok(())
 }

@@ -10,7 +10,6 @@
 //! to a detached VM in `attach`, watching the shim end in `supervise`, and the logs quoted
 //! in errors in `logs`.
 
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;

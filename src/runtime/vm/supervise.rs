@@ -2,7 +2,10 @@
 //! shim: a pidfd), kills it on request, publishes the exit, and removes what a killed shim
 //! leaves behind (its socket files and cgroups).
 
+use std::os::fd::AsFd;
+
 use super::*;
+use crate::runtime::sys;
 
 /// How the shim ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,13 +108,7 @@ fn remove_cgroups_later(dirs: Vec<PathBuf>) {
 /// Follows a shim that is not our child (a detached VM another runtime started) through a
 /// pidfd: publishes its end, kills it on request, and removes its cgroups once it ended.
 pub(super) fn supervise_attached(pid: u32, spec: VmSpec) -> Result<(watch::Receiver<Option<ShimExit>>, mpsc::UnboundedSender<()>)> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if raw < 0 {
-        return Err(Error::io(format!("pidfd_open({pid})"), std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) };
+    let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io(format!("pidfd_open({pid})"), e))?;
     // SAFETY: the OwnedFd moves into the AsyncFd and stays open until it is dropped.
     let pidfd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| Error::io(format!("watching shim {pid}"), std::io::Error::other(e.to_string())))?;
@@ -122,8 +119,8 @@ pub(super) fn supervise_attached(pid: u32, spec: VmSpec) -> Result<(watch::Recei
             tokio::select! {
                 _ = pidfd.readable() => break,
                 Some(()) = kill_rx.recv() => {
-                    // SAFETY: pidfd_send_signal on our pidfd: it cannot reach a reused pid.
-                    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.get_ref().as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+                    // Through the pidfd: it cannot reach a reused pid.
+                    let _ = sys::pidfd_kill(pidfd.get_ref().as_fd());
                 }
             }
         }
