@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test: builds the guest (agent + initramfs, kernel from the cache), the test
-# root disk and the test images (busybox; Python by debootstrap, about a minute the first
+# Runs every test: checks formatting (cargo fmt) and lints (clippy with warnings as errors,
+# and the workspace lints of Cargo.toml), builds the guest (agent + initramfs, kernel from
+# the cache), the test root disk and the test images (busybox; Python by debootstrap, about a minute the first
 # time), the workspace (library, CLI, shim with libkrun, benchmarks), runs
 # `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
 # install, pkg-config and find_package consumers, AddressSanitizer), and prints one summary
 # line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo fmt --all -- --check || { echo "test: run cargo fmt --all" >&2; exit 1; }
 scripts/build-guest.sh
 scripts/build-test-rootfs.sh >/dev/null
 scripts/build-test-images.sh >/dev/null
 scripts/build-python-image.sh >/dev/null
 # All targets in the dev profile: the benchmarks are compiled (not run) with the test deps.
 cargo build --workspace --all-targets --quiet
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
