@@ -78,10 +78,8 @@ fn main() {
         .collect();
     let local_bytes: usize = 1 << 30;
     let started = Instant::now();
-    let status = std::process::Command::new("sh")
-        .args(["-c", "head -c 1G /dev/zero | cat > /dev/null"])
-        .status()
-        .expect("running the local pipe");
+    let status =
+        std::process::Command::new("sh").args(["-c", "head -c 1G /dev/zero | cat > /dev/null"]).status().expect("running the local pipe");
     assert!(status.success());
     let local_seconds = started.elapsed().as_secs_f64();
 
@@ -89,7 +87,8 @@ fn main() {
     host_ms.sort_by(f64::total_cmp);
     let box_mbs = bytes as f64 / 1e6 / box_seconds;
     let local_mbs = local_bytes as f64 / 1e6 / local_seconds;
-    let (b50, b99, h50, h99) = (percentile(&box_ms, 50.0), percentile(&box_ms, 99.0), percentile(&host_ms, 50.0), percentile(&host_ms, 99.0));
+    let (b50, b99, h50, h99) =
+        (percentile(&box_ms, 50.0), percentile(&box_ms, 99.0), percentile(&host_ms, 50.0), percentile(&host_ms, 99.0));
     println!("\nexec benchmark: qemu engine (TCG), {runs} runs of `true`, {bytes} bytes of stdout\n");
     println!("{:<34}{:>12}{:>12}{:>10}", "metric", "box", "host", "box/host");
     println!("{:<34}{:>12.3}{:>12.3}{:>10.1}", "exec `true` p50 (ms)", b50, h50, b50 / h50);

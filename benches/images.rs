@@ -27,7 +27,8 @@ fn boxlite_once(work: &Path, reference: &str, address: &str) -> f64 {
     let home = work.join("home");
     let _ = std::fs::remove_dir_all(&home);
     let registries = RegistryOptions { insecure: vec![address.to_string()], ..Default::default() };
-    let runtime = BoxliteRuntime::new(RuntimeOptions { home: Some(home), engine: EngineChoice::Qemu, registries, ..Default::default() }).unwrap();
+    let runtime =
+        BoxliteRuntime::new(RuntimeOptions { home: Some(home), engine: EngineChoice::Qemu, registries, ..Default::default() }).unwrap();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
     tokio.block_on(async {
@@ -76,5 +77,8 @@ fn main() {
     println!("{:<46}{:>10.2}", "boxlite: pull + unpack + ext4 base disk", a);
     println!("{:<46}{:>10.2}", "skopeo copy + umoci unpack (no disk)", b);
     println!("{:<46}{:>10.2}", "ratio boxlite / baseline", a / b);
-    println!("\n{}", serde_json::json!({ "boxlite_s": ours, "skopeo_umoci_s": theirs, "boxlite_median_s": a, "baseline_median_s": b, "ratio": a / b }));
+    println!(
+        "\n{}",
+        serde_json::json!({ "boxlite_s": ours, "skopeo_umoci_s": theirs, "boxlite_median_s": a, "baseline_median_s": b, "ratio": a / b })
+    );
 }

@@ -30,7 +30,13 @@ fn strip_inner_attributes(out_dir: &Path) {
         let path = entry.expect("reading OUT_DIR").path();
         if path.extension().is_some_and(|e| e == "rs") {
             let text = std::fs::read_to_string(&path).expect("reading generated code");
-            let kept: Vec<&str> = text.lines().filter(|l| { let l = l.trim_start(); !l.starts_with("#![") && !l.starts_with("//!") }).collect();
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    let l = l.trim_start();
+                    !l.starts_with("#![") && !l.starts_with("//!")
+                })
+                .collect();
             std::fs::write(&path, kept.join("\n")).expect("writing generated code");
         }
     }

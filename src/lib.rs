@@ -7,6 +7,7 @@
 pub mod ffi;
 pub mod runtime;
 
+pub use boxlite_protocol::agent::PingResponse;
 pub use runtime::boxes::{BoxMetrics, BoxOptions, BoxStatus, LiteBox};
 pub use runtime::engine::{EngineChoice, EngineKind, HostVirtualization};
 pub use runtime::error::{Error, PullErrorKind, Result};
@@ -14,4 +15,3 @@ pub use runtime::exec::{ExecCommand, ExecErrorKind, ExecMetrics, ExecOutput, Exe
 pub use runtime::home::{BoxliteRuntime, InvalidBox, RuntimeMetrics, RuntimeOptions};
 pub use runtime::spec::{DiskFormat, DiskSpec, JailOptions, Protections, VmSpec};
 pub use runtime::vm::{BootTimings, RootDisk, Vm, VmOptions};
-pub use boxlite_protocol::agent::PingResponse;

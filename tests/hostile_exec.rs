@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use boxlite::runtime::agent::AgentClient;
 use boxlite::{Error, ExecCommand, Execution};
 use boxlite_protocol::agent::{
-    exec_error::Kind as WireErrorKind, ExecError, ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse, SignalRequest, SignalResponse, StartRequest,
-    StartResponse, WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
+    exec_error::Kind as WireErrorKind, ExecError, ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse, SignalRequest,
+    SignalResponse, StartRequest, StartResponse, WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
 };
 use boxlite_protocol::agent_ttrpc::{create_execution, Execution as ExecutionService};
 use ttrpc::asynchronous::{Server, TtrpcContext};
@@ -62,10 +62,7 @@ impl ExecutionService for Impatient {
 async fn serve(agent: Arc<Impatient>, name: &str) -> (Server, PathBuf) {
     let socket = std::env::temp_dir().join(format!("boxlite-impatient-{}-{name}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
-    let mut server = Server::new()
-        .bind(&format!("unix://{}", socket.display()))
-        .unwrap()
-        .register_service(create_execution(agent));
+    let mut server = Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(agent));
     server.start().await.unwrap();
     (server, socket)
 }
@@ -190,7 +187,8 @@ impl ExecutionService for Wordy {
 async fn an_agents_long_messages_are_quoted_at_a_bounded_length() {
     let socket = std::env::temp_dir().join(format!("boxlite-wordy-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
-    let mut server = Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(Arc::new(Wordy)));
+    let mut server =
+        Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(Arc::new(Wordy)));
     server.start().await.unwrap();
     let agent = AgentClient::over(tokio::net::UnixStream::connect(&socket).await.unwrap());
 

@@ -56,12 +56,8 @@ fn a_corrupted_blob_is_rejected_and_leaves_nothing_in_the_cache() {
     let status = Command::new("cp").arg("-a").arg(busybox_layout()).arg(&layout).status().unwrap();
     assert!(status.success());
     // Flip one byte in the biggest blob (the first layer), keeping its name and size.
-    let biggest = std::fs::read_dir(layout.join("blobs/sha256"))
-        .unwrap()
-        .flatten()
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .path();
+    let biggest =
+        std::fs::read_dir(layout.join("blobs/sha256")).unwrap().flatten().max_by_key(|e| e.metadata().unwrap().len()).unwrap().path();
     let mut bytes = std::fs::read(&biggest).unwrap();
     bytes[1000] ^= 0xff;
     std::fs::write(&biggest, bytes).unwrap();
@@ -220,12 +216,20 @@ fn oci_and_docker_archives_import_to_the_same_tree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_runs_in_a_box_of_the_debootstrapped_python_image() {
     let layout = boxlite::runtime::helpers::cache_dir().join("test-images/python");
-    assert!(layout.join("index.json").is_file(), "{} is missing: run scripts/build-python-image.sh (scripts/test.sh does)", layout.display());
+    assert!(
+        layout.join("index.json").is_file(),
+        "{} is missing: run scripts/build-python-image.sh (scripts/test.sh does)",
+        layout.display()
+    );
     let dir = RunDir::new("img-python");
     let rt = runtime(&dir);
     rt.images().import_layout(&layout, Some("3"), "localhost/boxlite/python:3").unwrap();
-    let python = rt.create_box(BoxOptions { image: Some("localhost/boxlite/python:3".into()), memory_mib: 512, ..Default::default() }).unwrap();
-    let out = python.exec_output(ExecCommand::new("python3").args(["-c", "import sys, os; print(sum(range(10)), sys.version_info[0], os.getcwd())"])).await.unwrap();
+    let python =
+        rt.create_box(BoxOptions { image: Some("localhost/boxlite/python:3".into()), memory_mib: 512, ..Default::default() }).unwrap();
+    let out = python
+        .exec_output(ExecCommand::new("python3").args(["-c", "import sys, os; print(sum(range(10)), sys.version_info[0], os.getcwd())"]))
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "45 3 /root\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
     python.stop().await.unwrap();
 }

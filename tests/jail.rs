@@ -16,7 +16,14 @@ use common::{busybox_root, wait_gone, RunDir};
 
 fn status_field(pid: u32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/{pid}/status")).split_whitespace().nth(1).unwrap().to_string()
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 fn limit(pid: u32, name: &str) -> String {
@@ -104,7 +111,10 @@ async fn every_vm_process_is_jailed_and_the_box_still_boots_and_execs() {
     let root = PathBuf::from(format!("/proc/{}/root", vm.vmm_pid()));
     let top = entries(&root);
     for hidden in ["home", "proc", "sys", "tmp", "var", "boot"] {
-        assert!(!top.contains(&hidden.to_string()) || hidden == "tmp" && dir.0.starts_with("/tmp"), "/{hidden} is visible in the jail: {top:?}");
+        assert!(
+            !top.contains(&hidden.to_string()) || hidden == "tmp" && dir.0.starts_with("/tmp"),
+            "/{hidden} is visible in the jail: {top:?}"
+        );
     }
     let run_dir_inside = root.join(dir.0.strip_prefix("/").unwrap());
     assert_eq!(entries(&run_dir_inside), ["vmm"], "only vmm/ of the run directory");

@@ -102,7 +102,10 @@ fn a_crash_during_create_leaves_nothing_that_blocks() {
     std::fs::write(boxes.join("ba9876543210/config.json"), b"{\"id\":\"ba98").unwrap();
     let rt = runtime(&dir);
     assert!(!boxes.join("0123456789ab").exists(), "an empty half box is swept");
-    assert!(!boxes.join("ba9876543210").exists() && boxes.join(".invalid-ba9876543210/config.json").is_file(), "a torn record is moved aside");
+    assert!(
+        !boxes.join("ba9876543210").exists() && boxes.join(".invalid-ba9876543210/config.json").is_file(),
+        "a torn record is moved aside"
+    );
     assert_eq!(rt.list_boxes().len(), 1);
     assert!(rt.get_box("kept").is_some());
     rt.create_box(BoxOptions { name: Some("fresh".into()), ..Default::default() }).unwrap();
@@ -140,7 +143,8 @@ fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouch
     let found = invalid(&rt);
     assert_eq!(found.len(), 2, "{found:?}");
     let aside = boxes.join(format!(".invalid-{corrupt}"));
-    let (id, at, reason) = found.iter().find(|(id, ..)| *id == corrupt).unwrap_or_else(|| panic!("the corrupt box is not listed: {found:?}"));
+    let (id, at, reason) =
+        found.iter().find(|(id, ..)| *id == corrupt).unwrap_or_else(|| panic!("the corrupt box is not listed: {found:?}"));
     assert_eq!((id, at), (&corrupt, &aside), "{found:?}");
     assert!(reason.contains("corrupt"), "{reason}");
     assert!(!boxes.join(&corrupt).exists(), "the corrupt box stayed in place");
@@ -162,7 +166,10 @@ fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouch
     assert_eq!(found.len(), 3, "{found:?}");
     let second = boxes.join(format!(".invalid-{corrupt}-2"));
     assert!(found.iter().any(|(id, at, reason)| *id == corrupt && *at == aside && reason.contains("corrupt")), "{found:?}");
-    assert!(found.iter().any(|(id, at, reason)| *id == corrupt && *at == second && reason.contains(&format!("names box {kept:?}"))), "{found:?}");
+    assert!(
+        found.iter().any(|(id, at, reason)| *id == corrupt && *at == second && reason.contains(&format!("names box {kept:?}"))),
+        "{found:?}"
+    );
     assert!(aside.join("disk.qcow2").is_file() && second.join("config.json").is_file());
     assert_eq!(rt.list_boxes().len(), 2, "kept and another");
 }
@@ -193,7 +200,12 @@ fn a_record_keeps_its_creation_time_and_a_record_from_before_formats_still_loads
     // The record keeps milliseconds: compare at that grain.
     let millis = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     let created = millis(new.created_at());
-    assert!(millis(before) <= created && created <= millis(after), "created at {created}, between {} and {}", millis(before), millis(after));
+    assert!(
+        millis(before) <= created && created <= millis(after),
+        "created at {created}, between {} and {}",
+        millis(before),
+        millis(after)
+    );
     let old = rt.get_box("old").expect("a record without a format reads as format 1");
     assert_eq!(old.created_at(), std::time::UNIX_EPOCH);
     assert!(rt.invalid_boxes().is_empty(), "{:?}", invalid(&rt));
@@ -204,7 +216,10 @@ async fn ten_boxes_of_one_image_start_at_once_and_leave_nothing_when_removed() {
     let dir = RunDir::new("last-ten");
     let rt = with_image(&dir);
     let boxes: Vec<_> = (0..10)
-        .map(|n| rt.create_box(BoxOptions { name: Some(format!("b{n}")), image: Some(IMAGE.into()), memory_mib: 128, ..Default::default() }).unwrap())
+        .map(|n| {
+            rt.create_box(BoxOptions { name: Some(format!("b{n}")), image: Some(IMAGE.into()), memory_mib: 128, ..Default::default() })
+                .unwrap()
+        })
         .collect();
     let started = futures::future::join_all(boxes.iter().map(|b| b.start())).await;
     for result in started {
@@ -219,10 +234,8 @@ async fn ten_boxes_of_one_image_start_at_once_and_leave_nothing_when_removed() {
     let metrics = rt.metrics();
     assert_eq!((metrics.boxes_created, metrics.boxes_running, metrics.boots, metrics.executions), (10, 10, 10, 10));
 
-    let shim_pids: Vec<u32> = boxes
-        .iter()
-        .map(|b| std::fs::read_to_string(b.dir().join("shim.pid")).unwrap().trim().parse().unwrap())
-        .collect();
+    let shim_pids: Vec<u32> =
+        boxes.iter().map(|b| std::fs::read_to_string(b.dir().join("shim.pid")).unwrap().trim().parse().unwrap()).collect();
     assert!(shim_pids.iter().all(|&p| process_alive(p)));
     let dirs: Vec<_> = boxes.iter().map(|b| b.dir().to_path_buf()).collect();
     for lite_box in &boxes {
@@ -292,7 +305,8 @@ async fn a_killed_shim_leaves_no_cgroup_behind() {
 /// nothing else under boxlite/ is touched.
 #[test]
 fn a_runtime_removes_the_cgroups_of_shims_that_no_longer_run_and_nothing_else() {
-    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() { "/sys/fs/cgroup/boxlite" } else { "/sys/fs/cgroup/pids/boxlite" };
+    let base =
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() { "/sys/fs/cgroup/boxlite" } else { "/sys/fs/cgroup/pids/boxlite" };
     let mut exited = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = exited.id();
     exited.wait().unwrap();
@@ -377,7 +391,11 @@ async fn a_detached_box_outlives_its_runtime_and_the_next_one_attaches() {
     let lite_box = rt.get_box("daemon").unwrap();
     assert_eq!((lite_box.id(), lite_box.status()), (id.as_str(), BoxStatus::Running));
     assert_eq!(stdout(&lite_box, "cat /root/state").await, "still here\n", "the next runtime attaches and execs");
-    assert_eq!(std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim(), shim_pid.to_string(), "the same VM, not a new boot");
+    assert_eq!(
+        std::fs::read_to_string(lite_box.dir().join("shim.pid")).unwrap().trim(),
+        shim_pid.to_string(),
+        "the same VM, not a new boot"
+    );
     let cgroups = recorded_cgroups(&dir.0.join("home/boxes"));
     lite_box.stop().await.unwrap();
     assert_eq!(wait_gone(&[shim_pid], Duration::from_secs(2)), Vec::<u32>::new());

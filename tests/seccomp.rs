@@ -30,12 +30,7 @@ fn run(policy: &str, syscall: &str) -> Output {
 }
 
 fn describe(out: &Output) -> String {
-    format!(
-        "{:?}; stdout {:?}; stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{:?}; stdout {:?}; stderr {:?}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]

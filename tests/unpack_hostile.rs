@@ -200,111 +200,218 @@ macro_rules! case {
 }
 
 // --- paths -------------------------------------------------------------------------------
-case!(absolute_path_lands_inside, |_| layer(&[E::File(b"/etc/passwd", b"root:x:0:0::/:/bin/sh\n", 0o644)]),
-      Expect::Applied(|w| assert_eq!(read(w, "etc/passwd"), b"root:x:0:0::/:/bin/sh\n")));
+case!(
+    absolute_path_lands_inside,
+    |_| layer(&[E::File(b"/etc/passwd", b"root:x:0:0::/:/bin/sh\n", 0o644)]),
+    Expect::Applied(|w| assert_eq!(read(w, "etc/passwd"), b"root:x:0:0::/:/bin/sh\n"))
+);
 case!(dotdot_path_is_refused, |_| layer(&[E::File(b"../sentinel.txt", b"owned", 0o644)]), Expect::Refused("climbs above the root"));
 case!(deep_dotdot_is_refused, |_| layer(&[E::File(b"a/b/../../../../x", b"owned", 0o644)]), Expect::Refused("climbs above the root"));
-case!(inner_dotdot_stays_inside, |_| layer(&[E::File(b"a/../b", b"fine", 0o644)]),
-      Expect::Applied(|w| assert_eq!(read(w, "b"), b"fine")));
-case!(pax_path_with_dotdot_is_refused, |_| layer(&[E::PaxPath(b"../../escape"), E::File(b"innocent", b"owned", 0o644)]),
-      Expect::Refused("climbs above the root"));
-case!(non_utf8_name_is_kept, |_| layer(&[E::File(b"caf\xe9", b"bytes", 0o644)]), Expect::Applied(|w| {
-    use std::os::unix::ffi::OsStrExt;
-    assert_eq!(std::fs::read(w.root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"))).unwrap(), b"bytes");
-}));
+case!(inner_dotdot_stays_inside, |_| layer(&[E::File(b"a/../b", b"fine", 0o644)]), Expect::Applied(|w| assert_eq!(read(w, "b"), b"fine")));
+case!(
+    pax_path_with_dotdot_is_refused,
+    |_| layer(&[E::PaxPath(b"../../escape"), E::File(b"innocent", b"owned", 0o644)]),
+    Expect::Refused("climbs above the root")
+);
+case!(
+    non_utf8_name_is_kept,
+    |_| layer(&[E::File(b"caf\xe9", b"bytes", 0o644)]),
+    Expect::Applied(|w| {
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(std::fs::read(w.root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"))).unwrap(), b"bytes");
+    })
+);
 
 // --- symlinks ----------------------------------------------------------------------------
-case!(absolute_symlink_then_file_through_it, |_| layer(&[E::Symlink(b"evil", b"/"), E::File(b"evil/etc/x", b"in", 0o644)]),
-      Expect::Applied(|w| assert_eq!(read(w, "etc/x"), b"in")));
-case!(symlink_to_host_path_then_file_through_it, |w| {
-    let target = abs(w, "outside");
-    layer(&[E::Symlink(b"evil", &target), E::File(b"evil/secret.txt", b"owned", 0o644)])
-}, Expect::Applied(|w| {
-    let inside = w.root.join(w.top.join("outside/secret.txt").strip_prefix("/").unwrap());
-    assert_eq!(std::fs::read(inside).unwrap(), b"owned", "the write lands at the same path inside the root");
-}));
-case!(relative_symlink_escape_is_clamped, |_| layer(&[E::Symlink(b"evil", b"../../outside"), E::File(b"evil/secret.txt", b"owned", 0o644)]),
-      Expect::Applied(|w| assert_eq!(read(w, "outside/secret.txt"), b"owned")));
-case!(symlink_chain_is_clamped, |_| layer(&[
-    E::Symlink(b"a", b"b"), E::Symlink(b"b", b"c"), E::Symlink(b"c", b"../../../.."), E::File(b"a/x", b"in", 0o644),
-]), Expect::Applied(|w| assert_eq!(read(w, "x"), b"in")));
-case!(symlink_loop_is_refused, |_| layer(&[E::Symlink(b"a", b"b"), E::Symlink(b"b", b"a"), E::File(b"a/x", b"loop", 0o644)]),
-      Expect::Refused("parent directory"));
-case!(symlinked_parent_dir_to_host, |w| {
-    let target = abs(w, "outside/dir");
-    layer(&[E::Symlink(b"etc", &target), E::File(b"etc/file", b"owned", 0o644)])
-}, Expect::Applied(|_| {}));
-case!(symlink_inside_nested_dir_escape, |_| layer(&[
-    E::Dir(b"d"), E::Symlink(b"d/link", b"../../../outside"), E::File(b"d/link/secret.txt", b"owned", 0o644),
-]), Expect::Applied(|w| assert_eq!(read(w, "outside/secret.txt"), b"owned")));
-case!(file_replaces_symlink_instead_of_writing_through, |w| {
-    let target = abs(w, "outside/secret.txt");
-    layer(&[E::Symlink(b"x", &target), E::File(b"x", b"replaced", 0o644)])
-}, Expect::Applied(|w| {
-    assert!(!std::fs::symlink_metadata(w.in_root("x")).unwrap().file_type().is_symlink());
-    assert_eq!(read(w, "x"), b"replaced");
-}));
-case!(dir_replaces_symlink_to_host_dir, |w| {
-    let target = abs(w, "outside/dir");
-    layer(&[E::Symlink(b"d", &target), E::Dir(b"d"), E::File(b"d/file", b"mine", 0o644)])
-}, Expect::Applied(|w| assert_eq!(read(w, "d/file"), b"mine")));
-case!(dangling_symlink_is_kept_verbatim, |_| layer(&[E::Symlink(b"l", b"/no/where")]),
-      Expect::Applied(|w| assert_eq!(std::fs::read_link(w.in_root("l")).unwrap(), Path::new("/no/where"))));
+case!(
+    absolute_symlink_then_file_through_it,
+    |_| layer(&[E::Symlink(b"evil", b"/"), E::File(b"evil/etc/x", b"in", 0o644)]),
+    Expect::Applied(|w| assert_eq!(read(w, "etc/x"), b"in"))
+);
+case!(
+    symlink_to_host_path_then_file_through_it,
+    |w| {
+        let target = abs(w, "outside");
+        layer(&[E::Symlink(b"evil", &target), E::File(b"evil/secret.txt", b"owned", 0o644)])
+    },
+    Expect::Applied(|w| {
+        let inside = w.root.join(w.top.join("outside/secret.txt").strip_prefix("/").unwrap());
+        assert_eq!(std::fs::read(inside).unwrap(), b"owned", "the write lands at the same path inside the root");
+    })
+);
+case!(
+    relative_symlink_escape_is_clamped,
+    |_| layer(&[E::Symlink(b"evil", b"../../outside"), E::File(b"evil/secret.txt", b"owned", 0o644)]),
+    Expect::Applied(|w| assert_eq!(read(w, "outside/secret.txt"), b"owned"))
+);
+case!(
+    symlink_chain_is_clamped,
+    |_| layer(&[E::Symlink(b"a", b"b"), E::Symlink(b"b", b"c"), E::Symlink(b"c", b"../../../.."), E::File(b"a/x", b"in", 0o644),]),
+    Expect::Applied(|w| assert_eq!(read(w, "x"), b"in"))
+);
+case!(
+    symlink_loop_is_refused,
+    |_| layer(&[E::Symlink(b"a", b"b"), E::Symlink(b"b", b"a"), E::File(b"a/x", b"loop", 0o644)]),
+    Expect::Refused("parent directory")
+);
+case!(
+    symlinked_parent_dir_to_host,
+    |w| {
+        let target = abs(w, "outside/dir");
+        layer(&[E::Symlink(b"etc", &target), E::File(b"etc/file", b"owned", 0o644)])
+    },
+    Expect::Applied(|_| {})
+);
+case!(
+    symlink_inside_nested_dir_escape,
+    |_| layer(&[E::Dir(b"d"), E::Symlink(b"d/link", b"../../../outside"), E::File(b"d/link/secret.txt", b"owned", 0o644),]),
+    Expect::Applied(|w| assert_eq!(read(w, "outside/secret.txt"), b"owned"))
+);
+case!(
+    file_replaces_symlink_instead_of_writing_through,
+    |w| {
+        let target = abs(w, "outside/secret.txt");
+        layer(&[E::Symlink(b"x", &target), E::File(b"x", b"replaced", 0o644)])
+    },
+    Expect::Applied(|w| {
+        assert!(!std::fs::symlink_metadata(w.in_root("x")).unwrap().file_type().is_symlink());
+        assert_eq!(read(w, "x"), b"replaced");
+    })
+);
+case!(
+    dir_replaces_symlink_to_host_dir,
+    |w| {
+        let target = abs(w, "outside/dir");
+        layer(&[E::Symlink(b"d", &target), E::Dir(b"d"), E::File(b"d/file", b"mine", 0o644)])
+    },
+    Expect::Applied(|w| assert_eq!(read(w, "d/file"), b"mine"))
+);
+case!(
+    dangling_symlink_is_kept_verbatim,
+    |_| layer(&[E::Symlink(b"l", b"/no/where")]),
+    Expect::Applied(|w| assert_eq!(std::fs::read_link(w.in_root("l")).unwrap(), Path::new("/no/where")))
+);
 
 // --- hard links --------------------------------------------------------------------------
-case!(hardlink_to_host_absolute_path_is_refused, |w| {
-    let target = abs(w, "outside/secret.txt");
-    layer(&[E::Hardlink(b"h", &target)])
-}, Expect::Refused("hard link"));
-case!(hardlink_with_dotdot_is_refused, |_| layer(&[E::Hardlink(b"h", b"../../outside/secret.txt")]), Expect::Refused("climbs above the root"));
-case!(hardlink_through_symlinked_dir_is_refused, |w| {
-    let target = abs(w, "outside");
-    layer(&[E::Symlink(b"d", &target), E::Hardlink(b"h", b"d/secret.txt")])
-}, Expect::Refused("hard link"));
-case!(hardlink_inside_root_works, |_| layer(&[E::File(b"x", b"shared", 0o644), E::Hardlink(b"h", b"/x")]), Expect::Applied(|w| {
-    assert_eq!(read(w, "h"), b"shared");
-    assert_eq!(std::fs::metadata(w.in_root("x")).unwrap().nlink(), 2);
-}));
-case!(file_replacing_a_hardlink_leaves_the_other_name, |_| layer(&[
-    E::File(b"x", b"original", 0o644), E::Hardlink(b"h", b"x"), E::File(b"h", b"new", 0o644),
-]), Expect::Applied(|w| {
-    assert_eq!(read(w, "x"), b"original");
-    assert_eq!(read(w, "h"), b"new");
-}));
-case!(hardlink_to_symlink_links_the_symlink, |w| {
-    let target = abs(w, "outside/secret.txt");
-    layer(&[E::Symlink(b"s", &target), E::Hardlink(b"h", b"s")])
-}, Expect::Applied(|w| assert!(std::fs::symlink_metadata(w.in_root("h")).unwrap().file_type().is_symlink())));
+case!(
+    hardlink_to_host_absolute_path_is_refused,
+    |w| {
+        let target = abs(w, "outside/secret.txt");
+        layer(&[E::Hardlink(b"h", &target)])
+    },
+    Expect::Refused("hard link")
+);
+case!(
+    hardlink_with_dotdot_is_refused,
+    |_| layer(&[E::Hardlink(b"h", b"../../outside/secret.txt")]),
+    Expect::Refused("climbs above the root")
+);
+case!(
+    hardlink_through_symlinked_dir_is_refused,
+    |w| {
+        let target = abs(w, "outside");
+        layer(&[E::Symlink(b"d", &target), E::Hardlink(b"h", b"d/secret.txt")])
+    },
+    Expect::Refused("hard link")
+);
+case!(
+    hardlink_inside_root_works,
+    |_| layer(&[E::File(b"x", b"shared", 0o644), E::Hardlink(b"h", b"/x")]),
+    Expect::Applied(|w| {
+        assert_eq!(read(w, "h"), b"shared");
+        assert_eq!(std::fs::metadata(w.in_root("x")).unwrap().nlink(), 2);
+    })
+);
+case!(
+    file_replacing_a_hardlink_leaves_the_other_name,
+    |_| layer(&[E::File(b"x", b"original", 0o644), E::Hardlink(b"h", b"x"), E::File(b"h", b"new", 0o644),]),
+    Expect::Applied(|w| {
+        assert_eq!(read(w, "x"), b"original");
+        assert_eq!(read(w, "h"), b"new");
+    })
+);
+case!(
+    hardlink_to_symlink_links_the_symlink,
+    |w| {
+        let target = abs(w, "outside/secret.txt");
+        layer(&[E::Symlink(b"s", &target), E::Hardlink(b"h", b"s")])
+    },
+    Expect::Applied(|w| assert!(std::fs::symlink_metadata(w.in_root("h")).unwrap().file_type().is_symlink()))
+);
 
 // --- whiteouts ---------------------------------------------------------------------------
 case!(whiteout_of_dotdot_is_refused, |_| layer(&[E::Dir(b"a"), E::File(b"a/.wh...", b"", 0o644)]), Expect::Refused("whiteout"));
 case!(whiteout_of_dot_is_refused, |_| layer(&[E::File(b".wh..", b"", 0o644)]), Expect::Refused("whiteout"));
 case!(top_level_whiteout_of_dotdot_is_refused, |_| layer(&[E::File(b".wh...", b"", 0o644)]), Expect::Refused("whiteout"));
-case!(whiteout_through_symlink_to_host_deletes_nothing_outside, |w| {
-    let target = abs(w, "stage");
-    layer(&[E::Symlink(b"s", &target), E::File(b"s/.wh.sentinel.txt", b"", 0o644)])
-}, Expect::Applied(|_| {}));
-case!(whiteout_removes_inside_root, |_| layer(&[E::File(b"gone", b"x", 0o644), E::Dir(b"d"), E::File(b"d/f", b"x", 0o644), E::File(b".wh.gone", b"", 0o644), E::File(b".wh.d", b"", 0o644)]),
-      Expect::Applied(|w| { assert!(!w.in_root("gone").exists()); assert!(!w.in_root("d").exists()); }));
-case!(opaque_whiteout_through_symlink_to_host_is_harmless, |w| {
-    let target = abs(w, "outside");
-    layer(&[E::Symlink(b"o", &target), E::File(b"o/.wh..wh..opq", b"", 0o644)])
-}, Expect::Applied(|_| {}));
-case!(opaque_whiteout_at_the_root_stays_inside, |_| layer(&[E::Symlink(b"o", b"/"), E::File(b"o/.wh..wh..opq", b"", 0o644)]),
-      Expect::Applied(|_| {}));
+case!(
+    whiteout_through_symlink_to_host_deletes_nothing_outside,
+    |w| {
+        let target = abs(w, "stage");
+        layer(&[E::Symlink(b"s", &target), E::File(b"s/.wh.sentinel.txt", b"", 0o644)])
+    },
+    Expect::Applied(|_| {})
+);
+case!(
+    whiteout_removes_inside_root,
+    |_| layer(&[
+        E::File(b"gone", b"x", 0o644),
+        E::Dir(b"d"),
+        E::File(b"d/f", b"x", 0o644),
+        E::File(b".wh.gone", b"", 0o644),
+        E::File(b".wh.d", b"", 0o644)
+    ]),
+    Expect::Applied(|w| {
+        assert!(!w.in_root("gone").exists());
+        assert!(!w.in_root("d").exists());
+    })
+);
+case!(
+    opaque_whiteout_through_symlink_to_host_is_harmless,
+    |w| {
+        let target = abs(w, "outside");
+        layer(&[E::Symlink(b"o", &target), E::File(b"o/.wh..wh..opq", b"", 0o644)])
+    },
+    Expect::Applied(|_| {})
+);
+case!(
+    opaque_whiteout_at_the_root_stays_inside,
+    |_| layer(&[E::Symlink(b"o", b"/"), E::File(b"o/.wh..wh..opq", b"", 0o644)]),
+    Expect::Applied(|_| {})
+);
 
 // --- headers, types, metadata ------------------------------------------------------------
 case!(huge_size_header_is_refused, |_| layer(&[E::Lying(b"big", 8 << 30, b"tiny")]), Expect::Refused("malformed or truncated"));
-case!(device_nodes_are_skipped_with_a_warning, |_| layer(&[E::Char(b"dev/evil-null"), E::Block(b"dev/evil-sda")]), Expect::Warned("device node skipped"));
-case!(setuid_file_keeps_its_mode_inside, |_| layer(&[E::File(b"usr/bin/su", b"\x7fELF", 0o4755)]),
-      Expect::Applied(|w| assert_eq!(std::fs::metadata(w.in_root("usr/bin/su")).unwrap().permissions().mode() & 0o7777, 0o4755)));
-case!(duplicate_entries_last_wins, |_| layer(&[E::File(b"x", b"one", 0o644), E::File(b"x", b"two", 0o600), E::Dir(b"y"), E::File(b"y", b"file now", 0o644)]),
-      Expect::Applied(|w| { assert_eq!(read(w, "x"), b"two"); assert_eq!(read(w, "y"), b"file now"); }));
-case!(fifo_is_created, |_| layer(&[E::Fifo(b"run/pipe")]), Expect::Applied(|w| {
-    use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::symlink_metadata(w.in_root("run/pipe")).unwrap().file_type().is_fifo());
-}));
-case!(root_entry_is_ignored, |_| layer(&[E::Dir(b"./"), E::Dir(b"/"), E::File(b"ok", b"1", 0o644)]), Expect::Applied(|w| assert_eq!(read(w, "ok"), b"1")));
+case!(
+    device_nodes_are_skipped_with_a_warning,
+    |_| layer(&[E::Char(b"dev/evil-null"), E::Block(b"dev/evil-sda")]),
+    Expect::Warned("device node skipped")
+);
+case!(
+    setuid_file_keeps_its_mode_inside,
+    |_| layer(&[E::File(b"usr/bin/su", b"\x7fELF", 0o4755)]),
+    Expect::Applied(|w| assert_eq!(std::fs::metadata(w.in_root("usr/bin/su")).unwrap().permissions().mode() & 0o7777, 0o4755))
+);
+case!(
+    duplicate_entries_last_wins,
+    |_| layer(&[E::File(b"x", b"one", 0o644), E::File(b"x", b"two", 0o600), E::Dir(b"y"), E::File(b"y", b"file now", 0o644)]),
+    Expect::Applied(|w| {
+        assert_eq!(read(w, "x"), b"two");
+        assert_eq!(read(w, "y"), b"file now");
+    })
+);
+case!(
+    fifo_is_created,
+    |_| layer(&[E::Fifo(b"run/pipe")]),
+    Expect::Applied(|w| {
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(w.in_root("run/pipe")).unwrap().file_type().is_fifo());
+    })
+);
+case!(
+    root_entry_is_ignored,
+    |_| layer(&[E::Dir(b"./"), E::Dir(b"/"), E::File(b"ok", b"1", 0o644)]),
+    Expect::Applied(|w| assert_eq!(read(w, "ok"), b"1"))
+);
 
 /// Whiteouts across two layers: the second hides a file and empties a directory of what the
 /// first put there, but keeps what it adds itself.
@@ -312,8 +419,12 @@ case!(root_entry_is_ignored, |_| layer(&[E::Dir(b"./"), E::Dir(b"/"), E::File(b"
 fn whiteouts_and_opaque_dirs_across_layers() {
     let world = World::new("two-layers");
     let staging = Staging::create(&world.root).unwrap();
-    staging.apply_layer(&layer(&[E::File(b"a", b"1", 0o644), E::Dir(b"d"), E::File(b"d/old", b"1", 0o644), E::File(b"keep", b"1", 0o644)])[..]).unwrap();
-    staging.apply_layer(&layer(&[E::File(b".wh.a", b"", 0o644), E::File(b"d/new", b"2", 0o644), E::File(b"d/.wh..wh..opq", b"", 0o644)])[..]).unwrap();
+    staging
+        .apply_layer(&layer(&[E::File(b"a", b"1", 0o644), E::Dir(b"d"), E::File(b"d/old", b"1", 0o644), E::File(b"keep", b"1", 0o644)])[..])
+        .unwrap();
+    staging
+        .apply_layer(&layer(&[E::File(b".wh.a", b"", 0o644), E::File(b"d/new", b"2", 0o644), E::File(b"d/.wh..wh..opq", b"", 0o644)])[..])
+        .unwrap();
     assert!(!world.in_root("a").exists());
     assert!(!world.in_root("d/old").exists(), "the opaque dir hides the lower layer's files");
     assert_eq!(read(&world, "d/new"), b"2", "but keeps its own layer's");

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boxlite_protocol::agent::{
-    exec_error::Kind as ErrorKind, ExecError, OutputStream, ReadOutputRequest, ReadOutputResponse, ReleaseRequest,
-    ReleaseResponse, ResizeRequest, ResizeResponse, SignalRequest, SignalResponse, StartRequest, StartResponse,
-    WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
+    exec_error::Kind as ErrorKind, ExecError, OutputStream, ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse,
+    ResizeRequest, ResizeResponse, SignalRequest, SignalResponse, StartRequest, StartResponse, WaitRequest, WaitResponse,
+    WriteStdinRequest, WriteStdinResponse,
 };
 use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -77,10 +77,7 @@ impl ExecService {
 
     fn get(&self, exec_id: &str) -> ttrpc::Result<Arc<Exec>> {
         let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
-        execs
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("no execution {exec_id:?} in this box")))
+        execs.get(exec_id).cloned().ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("no execution {exec_id:?} in this box")))
     }
 
     fn start_process(&self, req: &StartRequest) -> Result<(String, u32), ExecError> {
@@ -99,7 +96,11 @@ impl ExecService {
         }
 
         let working_dir = if req.working_dir.is_empty() {
-            if self.is_dir(&user.home) { user.home.clone() } else { "/".into() }
+            if self.is_dir(&user.home) {
+                user.home.clone()
+            } else {
+                "/".into()
+            }
         } else if self.is_dir(&req.working_dir) {
             req.working_dir.clone()
         } else {
@@ -121,9 +122,13 @@ impl ExecService {
         let mut command = Command::new(&program);
         command.arg0(&req.program).args(&req.args).env_clear().envs(env);
         let pty = if tty {
-            let size = nix::pty::Winsize { ws_row: req.tty_rows.clamp(1, 1000) as u16, ws_col: req.tty_cols.clamp(1, 1000) as u16, ws_xpixel: 0, ws_ypixel: 0 };
-            let pair = nix::pty::openpty(Some(&size), None)
-                .map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("openpty: {e}")))?;
+            let size = nix::pty::Winsize {
+                ws_row: req.tty_rows.clamp(1, 1000) as u16,
+                ws_col: req.tty_cols.clamp(1, 1000) as u16,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pair = nix::pty::openpty(Some(&size), None).map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("openpty: {e}")))?;
             let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("dup pty: {e}")));
             command.stdin(Stdio::from(dup(&pair.slave)?)).stdout(Stdio::from(dup(&pair.slave)?)).stderr(Stdio::from(pair.slave));
             Some(pair.master)
@@ -195,10 +200,7 @@ impl ExecService {
     }
 
     fn is_dir(&self, path: &str) -> bool {
-        self.root
-            .resolve(path)
-            .and_then(|fd| rootfs::fstat(&fd))
-            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        self.root.resolve(path).and_then(|fd| rootfs::fstat(&fd)).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
     /// The program's path inside the root: as given if it has a '/', else the first

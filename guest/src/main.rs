@@ -71,9 +71,7 @@ async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper
     let listener = vsock::connections(port, AGENT_HOST_PORT)?;
     let mut services = boxlite_protocol::agent_ttrpc::create_guest(Arc::new(service::GuestService::new(is_pid1)));
     services.extend(boxlite_protocol::agent_ttrpc::create_execution(Arc::new(exec::ExecService::new(root, reaper))));
-    let mut server = ttrpc::asynchronous::Server::new()
-        .add_listener(listener)
-        .register_service(services);
+    let mut server = ttrpc::asynchronous::Server::new().add_listener(listener).register_service(services);
     server.start().await.map_err(|e| std::io::Error::other(format!("ttrpc server start: {e}")))?;
     log!("serving ttrpc on vsock port {port}");
     // The server runs on its own tasks; this task only has to stay alive.
@@ -84,8 +82,5 @@ async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper
 /// `boxlite.port=N` on the kernel command line, if present and valid.
 fn agent_port(cmdline: &str) -> Option<u32> {
     let prefix = format!("{CMDLINE_AGENT_PORT}=");
-    cmdline
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix(&prefix))
-        .and_then(|value| value.parse().ok())
+    cmdline.split_whitespace().find_map(|word| word.strip_prefix(&prefix)).and_then(|value| value.parse().ok())
 }

@@ -15,8 +15,7 @@ struct PseudoMount {
     data: Option<&'static str>,
 }
 
-const NOSUID_NODEV_NOEXEC: MsFlags =
-    MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 
 /// Mounted in order; /dev comes first so that the console can be opened before anything
 /// else is logged.
@@ -24,10 +23,34 @@ const PSEUDO_MOUNTS: &[PseudoMount] = &[
     PseudoMount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
     PseudoMount { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
     PseudoMount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
-    PseudoMount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=1777") },
-    PseudoMount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=0755") },
-    PseudoMount { source: "devpts", target: "/dev/pts", fstype: "devpts", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC), data: Some("newinstance,ptmxmode=0666,mode=0620") },
-    PseudoMount { source: "tmpfs", target: "/dev/shm", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=1777") },
+    PseudoMount {
+        source: "tmpfs",
+        target: "/tmp",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+    },
+    PseudoMount {
+        source: "tmpfs",
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=0755"),
+    },
+    PseudoMount {
+        source: "devpts",
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some("newinstance,ptmxmode=0666,mode=0620"),
+    },
+    PseudoMount {
+        source: "tmpfs",
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+    },
 ];
 
 pub fn setup() -> Result<(), String> {

@@ -55,9 +55,8 @@ impl Guest for GuestService {
             log!("first ping at {:.3} s of guest uptime", now as f64 / 1e6);
             now
         });
-        let uname = nix::sys::utsname::uname().map_err(|e| {
-            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INTERNAL, format!("uname: {e}")))
-        })?;
+        let uname = nix::sys::utsname::uname()
+            .map_err(|e| ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INTERNAL, format!("uname: {e}"))))?;
         Ok(PingResponse {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: uname.release().to_string_lossy().into_owned(),

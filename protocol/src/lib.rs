@@ -3,7 +3,18 @@
 //! must agree on.
 
 /// Messages of `boxlite.agent.v1`.
-#[allow(clippy::all, dead_code, missing_docs, non_camel_case_types, non_snake_case, non_upper_case_globals, trivial_casts, unused_results, unused_mut, unused_imports)]
+#[allow(
+    clippy::all,
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    trivial_casts,
+    unused_results,
+    unused_mut,
+    unused_imports
+)]
 pub mod agent {
     include!(concat!(env!("OUT_DIR"), "/agent.rs"));
 }

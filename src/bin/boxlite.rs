@@ -104,7 +104,13 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
         Command::Ls => {
             let runtime = open()?;
             for b in runtime.list_boxes() {
-                println!("{}  {:<20} {:<10} {}", b.id(), b.name().unwrap_or("-"), format!("{:?}", b.status()).to_lowercase(), b.image().unwrap_or("-"));
+                println!(
+                    "{}  {:<20} {:<10} {}",
+                    b.id(),
+                    b.name().unwrap_or("-"),
+                    format!("{:?}", b.status()).to_lowercase(),
+                    b.image().unwrap_or("-")
+                );
             }
             // On stderr: what scripts parse on stdout stays one box per line.
             for invalid in runtime.invalid_boxes() {

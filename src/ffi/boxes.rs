@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use super::error::boxlite_error_t;
 use super::runtime::boxlite_runtime_t;
-use super::{block_on, check_flags, free_handle, out_of_range, guard, guard_value, guard_void, handle, out_arg, owned_string, sized_len, str_arg, write_sized, SizedStruct};
+use super::{
+    block_on, check_flags, free_handle, guard, guard_value, guard_void, handle, out_arg, out_of_range, owned_string, sized_len, str_arg,
+    write_sized, SizedStruct,
+};
 use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
 use crate::runtime::error::Error;
 use crate::runtime::home::BoxliteRuntime;
@@ -277,7 +280,9 @@ pub unsafe extern "C" fn boxlite_runtime_get_box(
         let runtime = unsafe { handle(runtime, "runtime") }?.runtime.clone();
         // SAFETY: NULL or NUL-terminated (caller's contract).
         let id_or_name = unsafe { str_arg(id_or_name, "id_or_name") }?;
-        let lite_box = runtime.get_box(id_or_name).ok_or_else(|| Error::NotFound { what: format!("box {id_or_name:?} (neither an id nor a name of this runtime's boxes)") })?;
+        let lite_box = runtime
+            .get_box(id_or_name)
+            .ok_or_else(|| Error::NotFound { what: format!("box {id_or_name:?} (neither an id nor a name of this runtime's boxes)") })?;
         // SAFETY: checked non-NULL above.
         unsafe { *out = boxlite_box_t::new(lite_box, runtime).into_raw() };
         Ok(())
@@ -307,7 +312,10 @@ struct InvalidEntry {
 /// # Safety
 /// `out` is NULL or valid for writing a pointer; `runtime` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_list_boxes(out: *mut *mut boxlite_box_list_t, runtime: *const boxlite_runtime_t) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_runtime_list_boxes(
+    out: *mut *mut boxlite_box_list_t,
+    runtime: *const boxlite_runtime_t,
+) -> *mut boxlite_error_t {
     guard(|| {
         out_arg(out, "out")?;
         // SAFETY: NULL or live (caller's contract).
@@ -350,7 +358,11 @@ pub unsafe extern "C" fn boxlite_box_list_len(out: *mut usize, list: *const boxl
 /// # Safety
 /// `out` is NULL or valid for writing a pointer; `list` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_box_list_get(out: *mut *mut boxlite_box_t, list: *const boxlite_box_list_t, index: usize) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_box_list_get(
+    out: *mut *mut boxlite_box_t,
+    list: *const boxlite_box_list_t,
+    index: usize,
+) -> *mut boxlite_error_t {
     guard(|| {
         out_arg(out, "out")?;
         // SAFETY: NULL or live (caller's contract).

@@ -132,7 +132,10 @@ pub unsafe extern "C" fn boxlite_command_new(out: *mut *mut boxlite_command_t, p
 ///
 /// # Safety
 /// `command` is NULL or live and not used elsewhere during the call.
-unsafe fn with_command(command: *mut boxlite_command_t, change: impl FnOnce(&mut ExecCommand) -> Result<(), Error>) -> *mut boxlite_error_t {
+unsafe fn with_command(
+    command: *mut boxlite_command_t,
+    change: impl FnOnce(&mut ExecCommand) -> Result<(), Error>,
+) -> *mut boxlite_error_t {
     guard(|| {
         // SAFETY: NULL or live, exclusive for this call (caller's contract).
         let command = unsafe { command.as_mut() }.ok_or_else(|| super::null_argument("command"))?;
@@ -330,12 +333,8 @@ pub unsafe extern "C" fn boxlite_box_exec(
         let stdout = execution.take_stdout();
         let stderr = execution.take_stderr();
         let stdin = execution.take_stdin();
-        let shared = Arc::new(Shared {
-            execution,
-            stdin: tokio::sync::Mutex::new(stdin),
-            outcome: Mutex::new(None),
-            finished: Condvar::new(),
-        });
+        let shared =
+            Arc::new(Shared { execution, stdin: tokio::sync::Mutex::new(stdin), outcome: Mutex::new(None), finished: Condvar::new() });
         let driver = shared.clone();
         std::thread::Builder::new()
             .name("boxlite-exec".into())
@@ -410,7 +409,11 @@ fn exit_status(status: ExecStatus, cancelled: bool) -> boxlite_exit_status_t {
 /// # Safety
 /// `execution` is NULL or live; `data` is valid for reading `len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_execution_write_stdin(execution: *const boxlite_execution_t, data: *const u8, len: usize) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_execution_write_stdin(
+    execution: *const boxlite_execution_t,
+    data: *const u8,
+    len: usize,
+) -> *mut boxlite_error_t {
     guard(|| {
         // SAFETY: NULL or live (caller's contract).
         let shared = &unsafe { handle(execution, "execution") }?.shared;
@@ -490,7 +493,11 @@ pub unsafe extern "C" fn boxlite_execution_wait_timeout(
 
 /// # Safety
 /// As `boxlite_execution_wait`.
-unsafe fn wait_until(out_status: *mut boxlite_exit_status_t, execution: *const boxlite_execution_t, timeout: Option<Duration>) -> *mut boxlite_error_t {
+unsafe fn wait_until(
+    out_status: *mut boxlite_exit_status_t,
+    execution: *const boxlite_execution_t,
+    timeout: Option<Duration>,
+) -> *mut boxlite_error_t {
     let mut ended_by = None;
     let error = guard(|| {
         // SAFETY: valid for its size or NULL (caller's contract).
@@ -707,7 +714,8 @@ pub unsafe extern "C" fn boxlite_output_truncated(out_flags: *mut u32, output: *
         out_arg(out_flags, "out_flags")?;
         // SAFETY: NULL or live (caller's contract).
         let output = &unsafe { handle(output, "output") }?.output;
-        let flags = if output.stdout_truncated { BOXLITE_OUTPUT_STDOUT_TRUNCATED } else { 0 } | if output.stderr_truncated { BOXLITE_OUTPUT_STDERR_TRUNCATED } else { 0 };
+        let flags = if output.stdout_truncated { BOXLITE_OUTPUT_STDOUT_TRUNCATED } else { 0 }
+            | if output.stderr_truncated { BOXLITE_OUTPUT_STDERR_TRUNCATED } else { 0 };
         // SAFETY: checked non-NULL above.
         unsafe { *out_flags = flags };
         Ok(())

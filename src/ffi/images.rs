@@ -203,7 +203,10 @@ struct ImageEntry {
 /// # Safety
 /// `out` is NULL or valid for writing a pointer; `runtime` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_list_images(out: *mut *mut boxlite_image_list_t, runtime: *const boxlite_runtime_t) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_runtime_list_images(
+    out: *mut *mut boxlite_image_list_t,
+    runtime: *const boxlite_runtime_t,
+) -> *mut boxlite_error_t {
     guard(|| {
         out_arg(out, "out")?;
         // SAFETY: NULL or live (caller's contract).

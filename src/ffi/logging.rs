@@ -21,7 +21,8 @@ pub const BOXLITE_LOG_TRACE: boxlite_log_level_t = 5;
 /// NUL-terminated and valid only during the call. Runs on whichever library thread logged,
 /// possibly on several at once: it must be thread-safe, should return quickly, and must not
 /// call `boxlite_log_set_callback`.
-pub type boxlite_log_cb = Option<unsafe extern "C" fn(level: boxlite_log_level_t, target: *const c_char, message: *const c_char, user_data: *mut c_void)>;
+pub type boxlite_log_cb =
+    Option<unsafe extern "C" fn(level: boxlite_log_level_t, target: *const c_char, message: *const c_char, user_data: *mut c_void)>;
 
 /// The caller's callback and data; frees the data when replaced or removed.
 struct CallbackLog {
@@ -88,9 +89,14 @@ pub unsafe extern "C" fn boxlite_log_set_callback(
             BOXLITE_LOG_INFO => LogLevel::Info,
             BOXLITE_LOG_DEBUG => LogLevel::Debug,
             BOXLITE_LOG_TRACE => LogLevel::Trace,
-            other => return Err(Error::InvalidOption { field: "max_level", reason: format!("{other} is not a BOXLITE_LOG_* value (1-5)") }),
+            other => {
+                return Err(Error::InvalidOption { field: "max_level", reason: format!("{other} is not a BOXLITE_LOG_* value (1-5)") })
+            }
         };
-        let handler = log.callback.is_some().then(|| Arc::new(move |level: LogLevel, target: &str, message: &str| log.deliver(level, target, message)) as LogHandler);
+        let handler = log
+            .callback
+            .is_some()
+            .then(|| Arc::new(move |level: LogLevel, target: &str, message: &str| log.deliver(level, target, message)) as LogHandler);
         logging::set_handler(handler, level)
     })
 }

@@ -85,12 +85,7 @@ pub unsafe extern "C" fn boxlite_runtime_options_set_engine(
             BOXLITE_ENGINE_AUTO => EngineChoice::Auto,
             BOXLITE_ENGINE_KRUN => EngineChoice::Krun,
             BOXLITE_ENGINE_QEMU => EngineChoice::Qemu,
-            other => {
-                return Err(Error::InvalidOption {
-                    field: "engine",
-                    reason: format!("{other} is not a BOXLITE_ENGINE_* value"),
-                })
-            }
+            other => return Err(Error::InvalidOption { field: "engine", reason: format!("{other} is not a BOXLITE_ENGINE_* value") }),
         };
         Ok(())
     })
@@ -151,7 +146,10 @@ pub unsafe extern "C" fn boxlite_runtime_options_set_registry_credentials(
 /// # Safety
 /// `options` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_options_set_log_to_home(options: *mut boxlite_runtime_options_t, enabled: bool) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_runtime_options_set_log_to_home(
+    options: *mut boxlite_runtime_options_t,
+    enabled: bool,
+) -> *mut boxlite_error_t {
     guard(|| {
         // SAFETY: NULL or live (caller's contract); exclusive for this call.
         let options = unsafe { options.as_mut() }.ok_or_else(|| super::null_argument("options"))?;
@@ -188,10 +186,8 @@ pub unsafe extern "C" fn boxlite_runtime_new(
         // SAFETY: NULL or live (caller's contract).
         let options = unsafe { options.as_ref() }.map(|o| o.options.clone()).unwrap_or_default();
         let runtime = BoxliteRuntime::new(options)?;
-        let home_c = CString::new(runtime.home().as_os_str().as_bytes()).map_err(|_| Error::InvalidOption {
-            field: "home",
-            reason: "contains a NUL byte".into(),
-        })?;
+        let home_c = CString::new(runtime.home().as_os_str().as_bytes())
+            .map_err(|_| Error::InvalidOption { field: "home", reason: "contains a NUL byte".into() })?;
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(Box::new(boxlite_runtime_t { runtime, home_c })) };
         Ok(())
@@ -244,7 +240,10 @@ unsafe impl SizedStruct for boxlite_runtime_metrics_t {}
 /// # Safety
 /// `out` is NULL or valid for writing `out->size` bytes; `runtime` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn boxlite_runtime_metrics(out: *mut boxlite_runtime_metrics_t, runtime: *const boxlite_runtime_t) -> *mut boxlite_error_t {
+pub unsafe extern "C" fn boxlite_runtime_metrics(
+    out: *mut boxlite_runtime_metrics_t,
+    runtime: *const boxlite_runtime_t,
+) -> *mut boxlite_error_t {
     guard(|| {
         out_arg(out, "out")?;
         // SAFETY: NULL or live (caller's contract).

@@ -36,9 +36,8 @@ impl AgentClient {
     /// listening yet, so that callers can retry until their deadline.
     pub async fn connect(endpoint: &HostToGuestEndpoint, timeout: Duration) -> Result<AgentClient, String> {
         let connect = async {
-            let mut stream = UnixStream::connect(&endpoint.socket)
-                .await
-                .map_err(|e| format!("connect {}: {e}", endpoint.socket.display()))?;
+            let mut stream =
+                UnixStream::connect(&endpoint.socket).await.map_err(|e| format!("connect {}: {e}", endpoint.socket.display()))?;
             if let Some(line) = &endpoint.connect_line {
                 stream.write_all(line.as_bytes()).await.map_err(|e| format!("send {line:?}: {e}"))?;
                 let reply = read_line(&mut stream).await?;
@@ -54,10 +53,7 @@ impl AgentClient {
     }
 
     pub async fn ping(&self, timeout: Duration) -> Result<PingResponse, String> {
-        self.guest
-            .ping(context(timeout), &PingRequest::default())
-            .await
-            .map_err(agent_error)
+        self.guest.ping(context(timeout), &PingRequest::default()).await.map_err(agent_error)
     }
 
     pub async fn stats(&self, timeout: Duration) -> Result<GuestStats, String> {
@@ -71,11 +67,7 @@ impl AgentClient {
     }
 
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), String> {
-        self.guest
-            .shutdown(context(timeout), &ShutdownRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(agent_error)
+        self.guest.shutdown(context(timeout), &ShutdownRequest::default()).await.map(|_| ()).map_err(agent_error)
     }
 }
 

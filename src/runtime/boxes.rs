@@ -555,9 +555,8 @@ fn watch_for_exit(inner: Weak<BoxInner>, mut exit: tokio::sync::watch::Receiver<
 fn validate(options: &BoxOptions) -> Result<()> {
     validate_resources(options.vcpus, options.memory_mib)?;
     if let Some(name) = &options.name {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_NAME_LEN
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let valid =
+            !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !valid {
             return Err(Error::InvalidOption {
                 field: "name",
@@ -570,7 +569,10 @@ fn validate(options: &BoxOptions) -> Result<()> {
             return Err(Error::InvalidOption { field: "disk_size_gib", reason: format!("{gib} GiB asked for; use 1 to {MAX_DISK_GIB}") });
         }
         if options.image.is_none() {
-            return Err(Error::InvalidOption { field: "disk_size_gib", reason: "only a box made from an image gets a disk of its own".into() });
+            return Err(Error::InvalidOption {
+                field: "disk_size_gib",
+                reason: "only a box made from an image gets a disk of its own".into(),
+            });
         }
     }
     if options.image.is_some() && options.root_disk.is_some() {

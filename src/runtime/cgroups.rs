@@ -83,8 +83,7 @@ pub(crate) fn remove(dirs: &[PathBuf], patience: Duration) -> Vec<(PathBuf, std:
     let deadline = Instant::now() + patience;
     let mut left: Vec<PathBuf> = dirs.iter().filter(|d| is_shim_cgroup(d)).cloned().collect();
     loop {
-        let failed: Vec<(PathBuf, std::io::Error)> =
-            left.into_iter().filter_map(|dir| remove_tree(&dir).err().map(|e| (dir, e))).collect();
+        let failed: Vec<(PathBuf, std::io::Error)> = left.into_iter().filter_map(|dir| remove_tree(&dir).err().map(|e| (dir, e))).collect();
         let busy = failed.iter().any(|(_, e)| e.raw_os_error() == Some(libc::EBUSY));
         if !busy || Instant::now() >= deadline {
             return failed;

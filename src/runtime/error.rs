@@ -37,7 +37,11 @@ pub enum Error {
 
     /// A file system or process operation on the host failed.
     #[error("{op}: {source}")]
-    Io { op: String, #[source] source: std::io::Error },
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// The shim exited before or while the VM was in use.
     #[error("the box's shim exited ({status}); last lines of {log}:\n{log_tail}\nlast lines of {console}:\n{console_tail}")]

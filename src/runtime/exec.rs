@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::{
-    exec_error::Kind as WireErrorKind, OutputStream as WireStream, ReadOutputRequest, ReleaseRequest, ResizeRequest,
-    SignalRequest, StartRequest, WaitRequest, WriteStdinRequest,
+    exec_error::Kind as WireErrorKind, OutputStream as WireStream, ReadOutputRequest, ReleaseRequest, ResizeRequest, SignalRequest,
+    StartRequest, WaitRequest, WriteStdinRequest,
 };
 use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use tokio::sync::{mpsc, OnceCell};
@@ -614,7 +614,10 @@ mod tests {
         let chunks: Vec<Result<Vec<u8>>> = (0..10u8).map(|n| Ok(vec![n; 1000])).collect();
         let (stream, feeder) = stream_of(chunks);
         let overflows = AtomicU32::new(0);
-        let overflow = async { overflows.fetch_add(1, Ordering::Relaxed); Ok(()) };
+        let overflow = async {
+            overflows.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
         let (kept, truncated) = collect(Some(stream), 2500, overflow).await.unwrap();
         assert_eq!(kept.len(), 2500);
         assert_eq!(&kept[..1000], &[0u8; 1000][..]);
@@ -629,7 +632,10 @@ mod tests {
     async fn collect_at_exactly_the_limit_is_not_truncated() {
         let (stream, _) = stream_of(vec![Ok(vec![7; 600]), Ok(vec![8; 400])]);
         let overflows = AtomicU32::new(0);
-        let overflow = async { overflows.fetch_add(1, Ordering::Relaxed); Ok(()) };
+        let overflow = async {
+            overflows.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
         let (kept, truncated) = collect(Some(stream), 1000, overflow).await.unwrap();
         assert_eq!((kept.len(), truncated), (1000, false));
         assert_eq!(overflows.load(Ordering::Relaxed), 0, "no kill at exactly the limit");

@@ -74,11 +74,7 @@ fn first_file(what: &'static str, env_var: &str, explicit: Option<&Path>, candid
         return if path.is_file() {
             Ok(path.to_path_buf())
         } else {
-            Err(Error::HelperNotFound {
-                what,
-                searched: path.display().to_string(),
-                fix: "Pass the path of an existing file".into(),
-            })
+            Err(Error::HelperNotFound { what, searched: path.display().to_string(), fix: "Pass the path of an existing file".into() })
         };
     }
     if let Some(path) = env_path(env_var) {
@@ -138,11 +134,9 @@ pub fn shim(explicit: Option<&Path>) -> Result<PathBuf> {
 pub fn qemu() -> Result<PathBuf> {
     let candidates = path_dirs().into_iter().map(|d| d.join("qemu-system-x86_64")).collect();
     first_file("qemu-system-x86_64", QEMU_ENV, None, candidates).map_err(|e| match e {
-        Error::HelperNotFound { what, searched, .. } => Error::HelperNotFound {
-            what,
-            searched,
-            fix: format!("Install it (apt-get install qemu-system-x86) or set {QEMU_ENV}"),
-        },
+        Error::HelperNotFound { what, searched, .. } => {
+            Error::HelperNotFound { what, searched, fix: format!("Install it (apt-get install qemu-system-x86) or set {QEMU_ENV}") }
+        }
         other => other,
     })
 }

@@ -310,10 +310,7 @@ fn default_home() -> Result<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".boxlite")),
-        None => Err(Error::InvalidOption {
-            field: "home",
-            reason: format!("neither {HOME_ENV} nor HOME is set; pass a home directory"),
-        }),
+        None => Err(Error::InvalidOption { field: "home", reason: format!("neither {HOME_ENV} nor HOME is set; pass a home directory") }),
     }
 }
 

@@ -72,9 +72,8 @@ fn install() -> Result<()> {
     static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     let installed = INSTALLED.get_or_init(|| {
         let subscriber = tracing_subscriber::registry().with(Forward);
-        tracing::subscriber::set_global_default(subscriber).map_err(|_| {
-            "the application installed a global tracing subscriber of its own; boxlite's logs already go there".to_string()
-        })
+        tracing::subscriber::set_global_default(subscriber)
+            .map_err(|_| "the application installed a global tracing subscriber of its own; boxlite's logs already go there".to_string())
     });
     installed.clone().map_err(|reason| Error::InvalidState { what: "routing boxlite's logs".into(), reason })
 }

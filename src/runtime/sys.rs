@@ -37,7 +37,13 @@ pub(crate) fn open_dir_in_root(dir: BorrowedFd<'_>, path: &[u8]) -> io::Result<O
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads `how` (of the size passed) and the path, both alive for the call.
     let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c_path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
     };
     owned(fd)
 }
@@ -101,7 +107,15 @@ pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, directory: bool) -> io
 
 /// Owner, then mode (chown clears setuid/setgid bits; a symlink's mode is left alone), then
 /// mtime of `name` in `dir`, acting on a symlink itself, never on what it points to.
-pub(crate) fn set_metadata_at(dir: BorrowedFd<'_>, name: &CStr, is_symlink: bool, uid: u32, gid: u32, mode: u32, mtime: i64) -> io::Result<()> {
+pub(crate) fn set_metadata_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    is_symlink: bool,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: i64,
+) -> io::Result<()> {
     // SAFETY: fchownat on a descriptor we hold with a NUL-terminated name.
     check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
     if !is_symlink {
@@ -145,7 +159,8 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// SIGKILL to the process a pidfd follows.
 pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: pidfd_send_signal on a pidfd we hold, with no siginfo.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+    let rc =
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
     check(rc as libc::c_int)
 }
 

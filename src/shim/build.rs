@@ -14,11 +14,41 @@ const KINDS: [&str; 4] = ["qemu", "vhost_vsock", "supervisor", "krun"];
 
 /// Never allowed, whatever a trace shows: they escape or reconfigure the host (docs/seccomp.md).
 const FORBIDDEN: &[&str] = &[
-    "ptrace", "mount", "umount2", "kexec_load", "kexec_file_load", "bpf", "init_module", "finit_module",
-    "delete_module", "reboot", "swapon", "swapoff", "pivot_root", "chroot", "setns", "unshare", "keyctl",
-    "add_key", "request_key", "perf_event_open", "userfaultfd", "open_by_handle_at", "personality", "acct",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "quotactl", "process_vm_writev",
-    "process_vm_readv", "fsopen", "fsmount", "move_mount", "open_tree",
+    "ptrace",
+    "mount",
+    "umount2",
+    "kexec_load",
+    "kexec_file_load",
+    "bpf",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "pivot_root",
+    "chroot",
+    "setns",
+    "unshare",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "perf_event_open",
+    "userfaultfd",
+    "open_by_handle_at",
+    "personality",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "quotactl",
+    "process_vm_writev",
+    "process_vm_readv",
+    "fsopen",
+    "fsmount",
+    "move_mount",
+    "open_tree",
 ];
 
 fn main() {
@@ -36,8 +66,8 @@ fn main() {
 fn compile(kind: &str, file: &Path, out_dir: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read it: {e}"))?;
     check_rules(kind, &text)?;
-    let mut programs = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
-        .map_err(|e| format!("does not compile: {e}"))?;
+    let mut programs =
+        seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64).map_err(|e| format!("does not compile: {e}"))?;
     let program = programs.remove(kind).ok_or_else(|| format!("it has no filter named {kind:?}"))?;
     if !programs.is_empty() {
         return Err(format!("it must hold only the filter {kind:?}"));

@@ -25,8 +25,8 @@ pub fn check_host() -> Result<(), String> {
 pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
     use std::ffi::CString;
 
-    use boxlite_vmspec::spec::{remove_socket_files, DiskFormat, ShimEvent};
     use boxlite_shim::seccomp::{self, Policy};
+    use boxlite_vmspec::spec::{remove_socket_files, DiskFormat, ShimEvent};
 
     use crate::report;
     let cstring = |what: &str, value: &str| CString::new(value).map_err(|_| format!("{what} contains a NUL byte"));
@@ -73,10 +73,7 @@ pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Rece
         check("krun_set_vm_config", krun::krun_set_vm_config(ctx, spec.vcpus, spec.memory_mib))?;
         check("krun_set_console_output", krun::krun_set_console_output(ctx, console.as_ptr()))?;
         // 1 = KRUN_KERNEL_FORMAT_ELF: the same vmlinux qemu boots.
-        check(
-            "krun_set_kernel",
-            krun::krun_set_kernel(ctx, kernel.as_ptr(), 1, initramfs.as_ptr(), cmdline.as_ptr()),
-        )?;
+        check("krun_set_kernel", krun::krun_set_kernel(ctx, kernel.as_ptr(), 1, initramfs.as_ptr(), cmdline.as_ptr()))?;
         // Plain vsock, no TSI: the guest gets no implicit network through the host's sockets.
         check("krun_disable_implicit_vsock", krun::krun_disable_implicit_vsock(ctx))?;
         check("krun_add_vsock", krun::krun_add_vsock(ctx, 0))?;

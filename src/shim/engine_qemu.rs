@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args};
-use boxlite_vmspec::spec::{remove_socket_files, ShimEvent, VmSpec};
 use boxlite_shim::seccomp::{self, Policy};
 use boxlite_shim::sys;
+use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args};
+use boxlite_vmspec::spec::{remove_socket_files, ShimEvent, VmSpec};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -23,10 +23,8 @@ use crate::report;
 const BACKEND_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(supervise(spec, jailed, parent_gone))
 }
 

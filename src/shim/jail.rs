@@ -10,8 +10,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use boxlite_vmspec::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
 use boxlite_shim::sys;
+use boxlite_vmspec::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
 
@@ -38,10 +38,7 @@ impl Jailed {
     /// Rewrites `protections.json` with what is applied now.
     pub fn write_record(&self) -> Result<(), String> {
         let json = serde_json::to_vec_pretty(&self.protections).expect("protections always serialize");
-        self.record
-            .set_len(0)
-            .and_then(|()| self.record.write_all_at(&json, 0))
-            .map_err(|e| format!("write protections.json: {e}"))
+        self.record.set_len(0).and_then(|()| self.record.write_all_at(&json, 0)).map_err(|e| format!("write protections.json: {e}"))
     }
 }
 

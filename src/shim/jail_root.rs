@@ -11,9 +11,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
+use crate::qcow2;
 use boxlite_vmspec::engine::EngineKind;
 use boxlite_vmspec::spec::{DiskFormat, VmSpec};
-use crate::qcow2;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
@@ -122,7 +122,9 @@ pub fn enter(spec: &VmSpec, mounts: &[JailMount]) -> Result<Vec<String>, String>
         flags |= CloneFlags::CLONE_NEWPID;
         entered.push("pid");
     }
-    unshare(flags).map_err(|e| format!("unshare({entered:?}): {e}; the jail needs root (CAP_SYS_ADMIN), or (debugging only) turn the namespaces protection off"))?;
+    unshare(flags).map_err(|e| {
+        format!("unshare({entered:?}): {e}; the jail needs root (CAP_SYS_ADMIN), or (debugging only) turn the namespaces protection off")
+    })?;
     // Nothing mounted from here on may propagate back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("make / private: {e}"))?;
@@ -302,12 +304,8 @@ mod tests {
         let base = dir.join("base.raw");
         std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
         let overlay = dir.join("overlay.qcow2");
-        let status = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&base)
-            .arg(&overlay)
-            .status()
-            .unwrap();
+        let status =
+            Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(&base).arg(&overlay).status().unwrap();
         assert!(status.success());
         assert_eq!(qcow2_backing_chain(&overlay).unwrap(), vec![base.clone()]);
         assert!(qcow2::read_header(&base).unwrap().is_none(), "a raw file is no qcow2 image");

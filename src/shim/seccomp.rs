@@ -73,10 +73,8 @@ pub fn program(policy: Policy) -> Vec<sock_filter> {
 /// Installs the policy on every thread of this process (TSYNC), after setting no_new_privs.
 /// For the shim itself: the supervisor once the helpers run, krun before krun_start_enter.
 pub fn apply_all_threads(policy: Policy) -> Result<(), String> {
-    let program: seccompiler::BpfProgram = program(policy)
-        .into_iter()
-        .map(|i| seccompiler::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
-        .collect();
+    let program: seccompiler::BpfProgram =
+        program(policy).into_iter().map(|i| seccompiler::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("installing the {} seccomp policy: {e}", policy.name()))
 }
 

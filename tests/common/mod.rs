@@ -80,7 +80,6 @@ pub fn socket_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-
 /// The busybox root disk that scripts/build-test-rootfs.sh builds.
 pub fn busybox_root() -> RootDisk {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/guest/busybox-rootfs.ext4");

@@ -95,4 +95,3 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
-

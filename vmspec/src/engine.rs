@@ -46,11 +46,10 @@ impl HostVirtualization {
     /// Detection against another root (tests use a fake /sys and /proc).
     pub fn detect_at(root: &Path) -> HostVirtualization {
         let kvm = root.join("dev/kvm");
-        let (kvm_device_usable, kvm_device_error) =
-            match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
-                Ok(_) => (true, None),
-                Err(e) => (false, Some(format!("{}: {e}", kvm.display()))),
-            };
+        let (kvm_device_usable, kvm_device_error) = match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
+            Ok(_) => (true, None),
+            Err(e) => (false, Some(format!("{}: {e}", kvm.display()))),
+        };
         let module = |name: &str| root.join("sys/module").join(name).exists();
         let kvm_hardware_module = ["kvm_intel", "kvm_amd"].into_iter().find(|m| module(m)).map(String::from);
         let cpuinfo = std::fs::read_to_string(root.join("proc/cpuinfo")).unwrap_or_default();
@@ -60,30 +59,18 @@ impl HostVirtualization {
             .flat_map(|l| l.split_whitespace())
             .find(|f| *f == "vmx" || *f == "svm")
             .map(String::from);
-        HostVirtualization {
-            kvm_device_usable,
-            kvm_device_error,
-            kvm_pvm: module("kvm_pvm"),
-            kvm_hardware_module,
-            cpu_virtualization_flag,
-        }
+        HostVirtualization { kvm_device_usable, kvm_device_error, kvm_pvm: module("kvm_pvm"), kvm_hardware_module, cpu_virtualization_flag }
     }
 
     /// Hardware KVM that can run a standard guest kernel.
     pub fn hardware_kvm(&self) -> bool {
-        self.kvm_device_usable
-            && !self.kvm_pvm
-            && self.kvm_hardware_module.is_some()
-            && self.cpu_virtualization_flag.is_some()
+        self.kvm_device_usable && !self.kvm_pvm && self.kvm_hardware_module.is_some() && self.cpu_virtualization_flag.is_some()
     }
 
     pub fn why_no_hardware_kvm(&self) -> String {
         let mut reasons = Vec::new();
         if self.kvm_pvm {
-            reasons.push(
-                "/dev/kvm is provided by kvm_pvm (a PVM hypervisor), which cannot run a standard guest kernel"
-                    .to_string(),
-            );
+            reasons.push("/dev/kvm is provided by kvm_pvm (a PVM hypervisor), which cannot run a standard guest kernel".to_string());
         }
         if !self.kvm_device_usable {
             reasons.push(match &self.kvm_device_error {

@@ -51,11 +51,7 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         let read_only = if disk.read_only { "on" } else { "off" };
         push(&[
             "-drive",
-            &format!(
-                "id={},file={},format={format},if=none,read-only={read_only},cache=unsafe",
-                disk.id,
-                disk.path.display()
-            ),
+            &format!("id={},file={},format={format},if=none,read-only={read_only},cache=unsafe", disk.id, disk.path.display()),
         ]);
         push(&["-device", &format!("virtio-blk-device,drive={},serial={}", disk.id, disk.id)]);
     }

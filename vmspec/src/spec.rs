@@ -184,14 +184,8 @@ impl VmSpec {
 
     pub fn host_to_guest(&self, port: u32) -> HostToGuestEndpoint {
         match self.engine {
-            EngineKind::Qemu => HostToGuestEndpoint {
-                socket: self.vsock_socket(),
-                connect_line: Some(format!("CONNECT {port}\n")),
-            },
-            EngineKind::Krun => HostToGuestEndpoint {
-                socket: self.vmm_dir().join(format!("vsock-{port}.sock")),
-                connect_line: None,
-            },
+            EngineKind::Qemu => HostToGuestEndpoint { socket: self.vsock_socket(), connect_line: Some(format!("CONNECT {port}\n")) },
+            EngineKind::Krun => HostToGuestEndpoint { socket: self.vmm_dir().join(format!("vsock-{port}.sock")), connect_line: None },
         }
     }
 

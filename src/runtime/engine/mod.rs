@@ -4,10 +4,10 @@
 //! everywhere, with `-accel kvm` where hardware KVM is usable and TCG emulation elsewhere.
 //! Both boot the same kernel, initramfs and agent.
 
-/// The qemu and vhost-device-vsock command lines (shared with the shim).
-pub use boxlite_vmspec::qemu;
 /// Engine kinds and host detection (shared with the shim).
 pub use boxlite_vmspec::engine::{EngineKind, HostVirtualization};
+/// The qemu and vhost-device-vsock command lines (shared with the shim).
+pub use boxlite_vmspec::qemu;
 
 use std::str::FromStr;
 
@@ -33,10 +33,7 @@ impl FromStr for EngineChoice {
             "" | "auto" => Ok(EngineChoice::Auto),
             "krun" => Ok(EngineChoice::Krun),
             "qemu" => Ok(EngineChoice::Qemu),
-            other => Err(Error::InvalidOption {
-                field: "engine",
-                reason: format!("{other:?} is not an engine; use auto, krun or qemu"),
-            }),
+            other => Err(Error::InvalidOption { field: "engine", reason: format!("{other:?} is not an engine; use auto, krun or qemu") }),
         }
     }
 }

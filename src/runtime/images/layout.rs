@@ -71,7 +71,8 @@ fn resolve_manifest(store: &Store, dir: &Path, descriptor: &Descriptor) -> Resul
 
 fn copy_blob(store: &Store, dir: &Path, descriptor: &Descriptor) -> Result<()> {
     let path = dir.join("blobs/sha256").join(descriptor.digest.hex());
-    let file = std::fs::File::open(&path).map_err(|e| Error::InvalidImage { what: format!("blob {} is missing from the layout ({e})", descriptor.digest) })?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| Error::InvalidImage { what: format!("blob {} is missing from the layout ({e})", descriptor.digest) })?;
     store.put_blob_from(&descriptor.digest, descriptor.size, file)
 }
 
@@ -89,19 +90,17 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
 pub fn import_archive(store: &Store, archive: &Path, tag: Option<&str>) -> Result<Digest> {
     let file = std::fs::File::open(archive).map_err(|e| Error::io(format!("open {}", archive.display()), e))?;
     let dir = tempfile_in(&store.tmp_dir())?;
-    let result = Staging::create(&dir)
-        .and_then(|staging| staging.apply_layer(std::io::BufReader::new(file)))
-        .and_then(|_| {
-            if dir.join("oci-layout").is_file() {
-                import(store, &dir, tag)
-            } else if dir.join("manifest.json").is_file() {
-                import_docker(store, &dir, tag)
-            } else {
-                Err(Error::InvalidImage {
-                    what: format!("{} is neither an OCI archive (no oci-layout) nor a docker archive (no manifest.json)", archive.display()),
-                })
-            }
-        });
+    let result = Staging::create(&dir).and_then(|staging| staging.apply_layer(std::io::BufReader::new(file))).and_then(|_| {
+        if dir.join("oci-layout").is_file() {
+            import(store, &dir, tag)
+        } else if dir.join("manifest.json").is_file() {
+            import_docker(store, &dir, tag)
+        } else {
+            Err(Error::InvalidImage {
+                what: format!("{} is neither an OCI archive (no oci-layout) nor a docker archive (no manifest.json)", archive.display()),
+            })
+        }
+    });
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -129,7 +128,9 @@ fn import_docker(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Digest>
     };
     let member = |name: &str| -> Result<std::path::PathBuf> {
         if name.split('/').any(|part| part == "..") || name.starts_with('/') {
-            return Err(Error::InvalidImage { what: format!("manifest.json names {:?}, outside the archive", quoted(name, MAX_QUOTED_NAME)) });
+            return Err(Error::InvalidImage {
+                what: format!("manifest.json names {:?}, outside the archive", quoted(name, MAX_QUOTED_NAME)),
+            });
         }
         Ok(dir.join(name))
     };

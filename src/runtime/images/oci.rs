@@ -100,7 +100,9 @@ pub fn is_index(bytes: &[u8]) -> bool {
         layers: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Probe>(bytes) {
-        Ok(p) => matches!(p.media_type.as_deref(), Some(MEDIA_OCI_INDEX | MEDIA_DOCKER_LIST)) || (p.manifests.is_some() && p.layers.is_none()),
+        Ok(p) => {
+            matches!(p.media_type.as_deref(), Some(MEDIA_OCI_INDEX | MEDIA_DOCKER_LIST)) || (p.manifests.is_some() && p.layers.is_none())
+        }
         Err(_) => false,
     }
 }
@@ -108,15 +110,22 @@ pub fn is_index(bytes: &[u8]) -> bool {
 /// The linux/amd64 entry of an index (the only platform boxlite runs).
 pub fn pick_platform<'a>(index: &'a Index, what: &str) -> Result<&'a Descriptor> {
     let matches = |d: &&Descriptor| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64");
-    index.manifests.iter().find(matches).or_else(|| match index.manifests.as_slice() {
-        [only] if only.platform.is_none() => Some(only),
-        _ => None,
-    })
-    .ok_or_else(|| {
-        let offered: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| format!("{}/{}", p.os, p.architecture)).collect();
-        // The image lists its platforms: however many, however long, the message stays short.
-        Error::InvalidImage { what: format!("{what} has no linux/amd64 image (it offers: {})", quoted(&offered.join(", "), MAX_QUOTED_MESSAGE)) }
-    })
+    index
+        .manifests
+        .iter()
+        .find(matches)
+        .or_else(|| match index.manifests.as_slice() {
+            [only] if only.platform.is_none() => Some(only),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            let offered: Vec<String> =
+                index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+            // The image lists its platforms: however many, however long, the message stays short.
+            Error::InvalidImage {
+                what: format!("{what} has no linux/amd64 image (it offers: {})", quoted(&offered.join(", "), MAX_QUOTED_MESSAGE)),
+            }
+        })
 }
 
 /// How a layer blob is compressed, from its media type.
@@ -145,7 +154,8 @@ mod tests {
 
     #[test]
     fn run_config_tolerates_nulls_and_missing_fields() {
-        let config: ImageConfig = parse("config", br#"{"architecture":"amd64","os":"linux","config":{"Env":null,"Cmd":["sh"],"WorkingDir":"/w"}}"#).unwrap();
+        let config: ImageConfig =
+            parse("config", br#"{"architecture":"amd64","os":"linux","config":{"Env":null,"Cmd":["sh"],"WorkingDir":"/w"}}"#).unwrap();
         assert_eq!(config.config.cmd, vec!["sh"]);
         assert_eq!(config.config.working_dir, "/w");
         assert!(config.config.env.is_empty());

@@ -19,13 +19,15 @@ use crate::runtime::images::store::{Digest, Store};
 /// Layers fetched at once.
 const CONCURRENT_LAYERS: usize = 3;
 
-const ACCEPTED_MANIFESTS: &[&str] =
-    &[oci::MEDIA_OCI_MANIFEST, oci::MEDIA_OCI_INDEX, oci::MEDIA_DOCKER_MANIFEST, oci::MEDIA_DOCKER_LIST];
+const ACCEPTED_MANIFESTS: &[&str] = &[oci::MEDIA_OCI_MANIFEST, oci::MEDIA_OCI_INDEX, oci::MEDIA_DOCKER_MANIFEST, oci::MEDIA_DOCKER_LIST];
 
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// A bearer token sent as is.
     Bearer(String),
 }
@@ -69,10 +71,9 @@ pub struct Pulled {
 
 /// Pulls `reference` into the store (not tagging it; the caller does).
 pub async fn pull(store: &Store, options: &RegistryOptions, reference: &str, progress: Option<ProgressFn>) -> Result<Pulled> {
-    let image: Reference = reference.parse().map_err(|e| Error::InvalidOption {
-        field: "image",
-        reason: format!("{reference:?} is not an image reference ({e})"),
-    })?;
+    let image: Reference = reference
+        .parse()
+        .map_err(|e| Error::InvalidOption { field: "image", reason: format!("{reference:?} is not an image reference ({e})") })?;
     let registry = image.resolve_registry().to_string();
     let fail = |kind: PullErrorKind, reason: String| Error::Pull { reference: image.whole(), kind, reason };
     let client = Client::new(ClientConfig { protocol: ClientProtocol::HttpsExcept(options.insecure.clone()), ..Default::default() });
@@ -101,7 +102,9 @@ pub async fn pull(store: &Store, options: &RegistryOptions, reference: &str, pro
             fail(kind, reason)
         })?;
         if bytes.len() as u64 != chosen.size {
-            return Err(Error::InvalidImage { what: format!("manifest {} is {} bytes, its descriptor says {}", chosen.digest, bytes.len(), chosen.size) });
+            return Err(Error::InvalidImage {
+                what: format!("manifest {} is {} bytes, its descriptor says {}", chosen.digest, bytes.len(), chosen.size),
+            });
         }
         digest = verified_document(&bytes, Some(chosen.digest.as_str()), &image.whole())?;
         store.put_blob(&digest, bytes.len() as u64, &bytes)?;

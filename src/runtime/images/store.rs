@@ -147,7 +147,15 @@ impl Store {
     pub fn begin_blob(&self, digest: &Digest, size: u64) -> Result<BlobWriter> {
         let tmp = tempfile_in(&self.tmp_dir())?;
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        Ok(BlobWriter { file: Some(file), tmp, dest: self.blob_path(digest), digest: digest.clone(), size, written: 0, hasher: Sha256::new() })
+        Ok(BlobWriter {
+            file: Some(file),
+            tmp,
+            dest: self.blob_path(digest),
+            digest: digest.clone(),
+            size,
+            written: 0,
+            hasher: Sha256::new(),
+        })
     }
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
@@ -202,8 +210,9 @@ impl Store {
     fn load_index(&self) -> Result<Index> {
         let path = self.index_path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::InvalidImage { what: format!("{} is corrupt ({e}); remove it to start a fresh image index", path.display()) }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::InvalidImage {
+                what: format!("{} is corrupt ({e}); remove it to start a fresh image index", path.display()),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
             Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
         }

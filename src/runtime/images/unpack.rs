@@ -144,7 +144,8 @@ impl Staging {
                     remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
                     sys::mkdir_at(parent, &c_name, 0o700).map_err(|e| io_err("mkdir", e))?;
                 }
-                let dir = sys::open_at(parent, &c_name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).map_err(|e| io_err("open", e))?;
+                let dir = sys::open_at(parent, &c_name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+                    .map_err(|e| io_err("open", e))?;
                 set_xattrs(&dir, &xattrs).map_err(|e| io_err("set xattrs on", e))?;
             }
             T::Regular | T::Continuous => {
@@ -165,12 +166,14 @@ impl Staging {
             T::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse(shown, "a hard link without a target"))?;
                 let target = InRoot::parse(&target).ok_or_else(|| refuse(shown, "its hard link target climbs above the root"))?;
-                let (target_parent, target_name) =
-                    target.split_last().ok_or_else(|| refuse(shown, "a hard link to the root directory"))?;
-                let target_dir = self.dir(target_parent, false).map_err(|e| refuse(shown, &format!("its hard link target {}: {e}", target.display())))?;
+                let (target_parent, target_name) = target.split_last().ok_or_else(|| refuse(shown, "a hard link to the root directory"))?;
+                let target_dir = self
+                    .dir(target_parent, false)
+                    .map_err(|e| refuse(shown, &format!("its hard link target {}: {e}", target.display())))?;
                 let c_target = CString::new(target_name).map_err(|_| refuse(shown, "its link target contains a NUL byte"))?;
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
-                sys::link_at(target_dir.as_fd(), &c_target, parent, &c_name).map_err(|e| io_err(&format!("hard link to {} as", target.display()), e))?;
+                sys::link_at(target_dir.as_fd(), &c_target, parent, &c_name)
+                    .map_err(|e| io_err(&format!("hard link to {} as", target.display()), e))?;
                 return Ok(()); // a hard link shares the target's metadata
             }
             T::Fifo => {

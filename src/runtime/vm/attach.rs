@@ -1,7 +1,7 @@
 //! Attaching to a detached VM that another runtime booted (`vm.json` in the box).
 
-use super::*;
 use super::supervise::supervise_attached;
+use super::*;
 
 /// What a detached VM's box keeps (`vm.json`) so that a later runtime can attach to it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

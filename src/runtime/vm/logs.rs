@@ -159,4 +159,3 @@ mod tests {
         assert_eq!(tail_of(std::io::Cursor::new(b"\n \n\x1b[0m\n".to_vec())).unwrap(), "  (empty)");
     }
 }
-

@@ -37,10 +37,10 @@ mod supervise;
 
 pub use attach::AttachInfo;
 pub use logs::log_tail;
-pub use supervise::ShimExit;
-pub(crate) use supervise::shim_running;
 use logs::shim_exited_error;
+pub(crate) use supervise::shim_running;
 use supervise::wait_exit;
+pub use supervise::ShimExit;
 
 /// How long a failed agent call waits for the shim's exit before blaming the agent.
 const SHIM_EXIT_SETTLE: Duration = Duration::from_millis(300);

@@ -2,8 +2,8 @@
 //! spec on its stdin (the watchdog pipe), its status events read, and the agent's first
 //! Ping awaited on the connection it dials to the host.
 
-use super::*;
 use super::supervise::supervise;
+use super::*;
 
 /// Longest status line the shim may print; a longer one is an error, not an allocation.
 const MAX_SHIM_LINE: usize = 64 * 1024;
@@ -28,12 +28,10 @@ impl Vm {
         prepare_run_dir(&spec)?;
         let started = Instant::now();
         let deadline = started + timeout;
-        let shim_log = std::fs::File::create(spec.shim_log())
-            .map_err(|e| Error::io(format!("create {}", spec.shim_log().display()), e))?;
+        let shim_log = std::fs::File::create(spec.shim_log()).map_err(|e| Error::io(format!("create {}", spec.shim_log().display()), e))?;
         // Listen for the agent before the VM exists, so that its first dial reaches us.
         let ready_socket = spec.guest_to_host_socket(AGENT_HOST_PORT);
-        let ready = UnixListener::bind(&ready_socket)
-            .map_err(|e| Error::io(format!("listen on {}", ready_socket.display()), e))?;
+        let ready = UnixListener::bind(&ready_socket).map_err(|e| Error::io(format!("listen on {}", ready_socket.display()), e))?;
         let mut child = Command::new(&shim)
             // The application's environment (API keys, tokens) stays out of the VM's processes.
             .env_clear()
@@ -121,20 +119,8 @@ impl Vm {
         let spec = Arc::new(spec);
         let lifeline = Arc::new(Lifeline { kill: kill.clone(), detached: spec.detached, _watchdog: watchdog });
         let link = Link { agent, exit: exit.clone(), spec: spec.clone(), _lifeline: lifeline };
-        Ok(Vm {
-            spec,
-            shim_pid,
-            vmm_pid,
-            helper_pids,
-            link,
-            first_ping,
-            timings,
-            exec_counters: Arc::default(),
-            exit,
-            kill,
-        })
+        Ok(Vm { spec, shim_pid, vmm_pid, helper_pids, link, first_ping, timings, exec_counters: Arc::default(), exit, kill })
     }
-
 }
 
 /// Kills the shim if the boot fails after it was spawned.
@@ -190,8 +176,7 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
     let kernel = real_path(&helpers::kernel(options.kernel.as_deref())?)?;
     let initramfs = real_path(&helpers::initramfs(options.initramfs.as_deref())?)?;
     // Created last: a spec that fails leaves no directory behind.
-    std::fs::create_dir_all(&options.run_dir)
-        .map_err(|e| Error::io(format!("create {}", options.run_dir.display()), e))?;
+    std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(format!("create {}", options.run_dir.display()), e))?;
     let run_dir = real_path(&options.run_dir)?;
     Ok(VmSpec {
         engine,
@@ -220,8 +205,7 @@ fn real_path(path: &Path) -> Result<PathBuf> {
 
 fn prepare_run_dir(spec: &VmSpec) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(&spec.run_dir)
-        .map_err(|e| Error::io(format!("create {}", spec.run_dir.display()), e))?;
+    std::fs::create_dir_all(&spec.run_dir).map_err(|e| Error::io(format!("create {}", spec.run_dir.display()), e))?;
     // Owner only: the sockets in it lead into the VM, and the first connection to the ready
     // socket is taken to be the agent's.
     std::fs::set_permissions(&spec.run_dir, std::fs::Permissions::from_mode(0o700))
@@ -232,6 +216,5 @@ fn prepare_run_dir(spec: &VmSpec) -> Result<()> {
         .map_err(|e| Error::io(format!("create {}", spec.vmm_dir().display()), e))?;
     // Sockets of an earlier VM in this directory would make the backends fail to bind.
     spec::remove_socket_files(spec);
-    std::fs::write(spec.console_log(), b"")
-        .map_err(|e| Error::io(format!("create {}", spec.console_log().display()), e))
+    std::fs::write(spec.console_log(), b"").map_err(|e| Error::io(format!("create {}", spec.console_log().display()), e))
 }
