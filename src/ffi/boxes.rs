@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use super::error::boxlite_error_t;
 use super::runtime::boxlite_runtime_t;
 use super::{
-    block_on, check_flags, free_handle, guard, guard_value, guard_void, handle, out_arg, out_of_range, owned_string, sized_len, str_arg,
-    write_sized, SizedStruct,
+    block_on, c_string, check_flags, free_handle, guard, guard_value, guard_void, handle, out_arg, out_of_range, owned_string, sized_len,
+    str_arg, write_sized, SizedStruct,
 };
 use crate::runtime::boxes::{BoxOptions, BoxStatus, LiteBox};
 use crate::runtime::error::Error;
@@ -322,11 +322,10 @@ pub unsafe extern "C" fn boxlite_runtime_list_boxes(
         let runtime = unsafe { handle(runtime, "runtime") }?.runtime.clone();
         let mut boxes = runtime.list_boxes();
         boxes.sort_by(|a, b| a.created_at().cmp(&b.created_at()).then_with(|| a.id().cmp(b.id())));
-        let text = |s: &str| CString::new(s.replace('\0', "\\0")).expect("NULs were replaced");
         let invalid = runtime
             .invalid_boxes()
             .iter()
-            .map(|i| InvalidEntry { id: text(&i.id), reason: text(&i.reason), dir: text(&i.dir.to_string_lossy()) })
+            .map(|i| InvalidEntry { id: c_string(&i.id), reason: c_string(&i.reason), dir: c_string(&i.dir.to_string_lossy()) })
             .collect();
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(Box::new(boxlite_box_list_t { boxes, runtime, invalid })) };

@@ -94,8 +94,7 @@ fn code_of(error: &Error) -> boxlite_error_code_t {
 }
 
 pub(crate) fn new_error(code: boxlite_error_code_t, message: String) -> *mut boxlite_error_t {
-    // Interior NULs cannot cross into C; show them instead of truncating.
-    let message = CString::new(message.replace('\0', "\\0")).expect("NULs were replaced");
+    let message = super::c_string(&message);
     Box::into_raw(Box::new(boxlite_error_t { code, message }))
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::boxes::boxlite_box_t;
 use super::error::{boxlite_error_t, error_parts, new_error};
-use super::{block_on, free_handle, guard, guard_value, guard_void, handle, out_arg, sized_len, str_arg, tokio, write_sized, SizedStruct};
+use super::{
+    block_on, c_string, free_handle, guard, guard_value, guard_void, handle, out_arg, sized_len, str_arg, tokio, write_sized, SizedStruct,
+};
 use crate::runtime::error::Error;
 use crate::runtime::exec::{ExecCommand, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter, DEFAULT_OUTPUT_LIMIT};
 use crate::runtime::sink::{deliver, OutputSink, StreamKind};
@@ -341,7 +343,7 @@ pub unsafe extern "C" fn boxlite_box_exec(
             .spawn(move || drive(driver, stdout, stderr, owned))
             .map_err(|e| Error::io("starting the execution's callback thread", e))?;
         // The guest's exec id was checked to be short when it started; show any NUL.
-        let id_c = CString::new(shared.execution.id().replace('\0', "\\0")).expect("NULs were replaced");
+        let id_c = c_string(shared.execution.id());
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(Box::new(boxlite_execution_t { shared, id_c })) };
         Ok(())

@@ -1,11 +1,11 @@
 //! The process-wide log callback (sqlite's `SQLITE_CONFIG_LOG` is the model).
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 use super::error::boxlite_error_t;
 use super::exec::boxlite_user_data_free_cb;
-use super::guard;
+use super::{c_string, guard};
 use crate::runtime::error::Error;
 use crate::runtime::logging::{self, LogHandler, LogLevel};
 
@@ -40,7 +40,7 @@ unsafe impl Sync for CallbackLog {}
 impl CallbackLog {
     fn deliver(&self, level: LogLevel, target: &str, message: &str) {
         if let Some(callback) = self.callback {
-            let (target, message) = (text(target), text(message));
+            let (target, message) = (c_string(target), c_string(message));
             // SAFETY: the caller's callback, with strings valid for the call.
             unsafe { callback(level as boxlite_log_level_t, target.as_ptr(), message.as_ptr(), self.user_data) };
         }
@@ -54,10 +54,6 @@ impl Drop for CallbackLog {
             unsafe { free(self.user_data) };
         }
     }
-}
-
-fn text(s: &str) -> CString {
-    CString::new(s.replace('\0', "\\0")).expect("NULs were replaced")
 }
 
 /// Routes the library's log records of `max_level` (a BOXLITE_LOG_* value) and more severe

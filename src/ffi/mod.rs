@@ -180,9 +180,15 @@ unsafe fn sized_len<T: SizedStruct>(out: *mut T, name: &'static str) -> Result<u
     Ok(caller_size.min(std::mem::size_of::<T>()))
 }
 
+/// Text as a C string: an interior NUL cannot cross into C, so it is shown as `\0`
+/// instead of cutting the text short.
+pub(crate) fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', "\\0")).expect("NULs were replaced")
+}
+
 /// A string the library hands over to the caller (free with `boxlite_string_free`).
 fn owned_string(text: &str) -> *mut c_char {
-    CString::new(text.replace('\0', "\\0")).expect("NULs were replaced").into_raw()
+    c_string(text).into_raw()
 }
 
 /// Frees a string the library returned as owned by the caller (e.g. from
