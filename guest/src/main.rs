@@ -30,6 +30,11 @@ fn main() {
             log!("early setup failed: {e}");
             pid1::power_off();
         }
+        // Every box has a loopback, whatever its network: local servers, databases and test
+        // suites bind 127.0.0.1. Without it they fail, but the box still serves.
+        if let Err(e) = sys::set_interface_up("lo") {
+            log!("cannot bring up the loopback interface lo: {e}");
+        }
     }
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
