@@ -103,7 +103,7 @@ pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Rece
             jailed.write_record()?;
             seccomp::apply_all_threads(Policy::Krun).map_err(|e| format!("seccomp ({}): {e}", Policy::Krun.name()))?;
         }
-        report(&ShimEvent::VmStarted { vmm_pid: std::process::id(), helper_pids: Vec::new() });
+        report(&ShimEvent::VmStarted { vmm_pid: std::process::id(), helper_pids: Vec::new(), forwards: Vec::new() });
         let rc = krun::krun_start_enter(ctx);
         Err(format!("krun_start_enter failed: {}", std::io::Error::from_raw_os_error(-rc)))
     }

@@ -71,7 +71,7 @@ async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<onesh
     }
     let qemu_pid = qemu.id().unwrap_or(0);
     let vhost_pid = vhost.id().unwrap_or(0);
-    report(&ShimEvent::VmStarted { vmm_pid: qemu_pid, helper_pids: vec![vhost_pid] });
+    report(&ShimEvent::VmStarted { vmm_pid: qemu_pid, helper_pids: vec![vhost_pid], forwards: Vec::new() });
 
     let code = tokio::select! {
         status = qemu.wait() => {

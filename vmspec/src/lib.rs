@@ -5,5 +5,6 @@
 //! crates, never on the VMM), so it links neither the registry client nor the C ABI.
 
 pub mod engine;
+pub mod network;
 pub mod qemu;
 pub mod spec;

@@ -82,6 +82,7 @@ mod tests {
             vhost_vsock: None,
             detached: false,
             jail: Default::default(),
+            network: None,
         }
     }
 

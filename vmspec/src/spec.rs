@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
+use crate::network::{BoundForward, NetworkSpec};
 
 /// The guest CID both engines give the VM (vhost-device-vsock and libkrun both use 3).
 pub const GUEST_CID: u32 = 3;
@@ -49,6 +50,9 @@ pub struct VmSpec {
     /// Which of the shim's protections are on (all, unless turned off for debugging).
     #[serde(default)]
     pub jail: JailOptions,
+    /// The network device and its gateway; None: no device but the guest's loopback.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
 }
 
 /// The shim's protections (docs/jailer.md). All on by default; each can be turned off only
@@ -106,7 +110,7 @@ pub struct Protections {
     /// The uid (= gid) the VMM runs as, when privileges were dropped.
     pub uid: Option<u32>,
     pub no_new_privs: bool,
-    /// seccomp policies installed: "supervisor", "qemu", "vhost_vsock" or "krun".
+    /// seccomp policies installed: "supervisor", "qemu", "vhost_vsock", "krun" or "netgw".
     pub seccomp: Vec<String>,
     pub environment_cleared: bool,
     pub inherited_fds_closed: bool,
@@ -165,6 +169,11 @@ impl VmSpec {
 
     pub fn shim_pid_file(&self) -> PathBuf {
         self.run_dir.join("shim.pid")
+    }
+
+    /// Where the network gateway writes its figures (`NetworkStats` as JSON).
+    pub fn network_stats_file(&self) -> PathBuf {
+        self.run_dir.join("network-stats.json")
     }
 
     pub fn protections_file(&self) -> PathBuf {
@@ -233,7 +242,13 @@ fn file_name(path: &Path) -> String {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ShimEvent {
     /// The VMM is running the guest. `vmm_pid` is qemu's pid, or the shim's own for krun.
-    VmStarted { vmm_pid: u32, helper_pids: Vec<u32> },
+    /// `forwards`: the port forwards as bound on the host (a requested port 0 resolved).
+    VmStarted {
+        vmm_pid: u32,
+        helper_pids: Vec<u32>,
+        #[serde(default)]
+        forwards: Vec<BoundForward>,
+    },
     /// The shim could not start the VM; it exits after this.
     Failed { message: String },
 }

@@ -218,6 +218,7 @@ impl Link {
             vhost_vsock: None,
             detached: true,
             jail: JailOptions::default(),
+            network: None,
         };
         let lifeline = Arc::new(Lifeline { kill, detached: true, _watchdog: None });
         Link { agent, exit, spec: Arc::new(spec), _lifeline: lifeline }

@@ -62,7 +62,7 @@ impl Vm {
             _ = tokio::time::sleep_until(deadline.into()) => Err(format!("the shim did not start the VM within {timeout:?}")),
         };
         let (vmm_pid, helper_pids) = match started_event {
-            Ok(ShimEvent::VmStarted { vmm_pid, helper_pids }) => (vmm_pid, helper_pids),
+            Ok(ShimEvent::VmStarted { vmm_pid, helper_pids, forwards: _ }) => (vmm_pid, helper_pids),
             // The shim hosts the VMM (krun): its words are bounded like the guest's.
             Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message: quoted(&message, MAX_QUOTED_MESSAGE) }),
             Err(reason) => {
@@ -194,6 +194,7 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         vhost_vsock,
         detached: options.detached,
         jail: options.jail,
+        network: None,
     })
 }
 
