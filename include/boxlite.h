@@ -19,6 +19,8 @@
 #define BOXLITE_BOX_METRICS_INIT { (uint32_t)sizeof(boxlite_box_metrics_t), 0, 0, 0, 0, 0, 0 }
 #define BOXLITE_GUEST_STATS_INIT { (uint32_t)sizeof(boxlite_guest_stats_t), 0, 0, 0, 0 }
 #define BOXLITE_RUNTIME_METRICS_INIT { (uint32_t)sizeof(boxlite_runtime_metrics_t), 0, 0, 0, 0, 0 }
+#define BOXLITE_NETWORK_STATS_INIT { (uint32_t)sizeof(boxlite_network_stats_t), 0, 0, 0, 0, 0, 0, 0, 0 }
+#define BOXLITE_PORT_FORWARD_INIT { (uint32_t)sizeof(boxlite_port_forward_t), 0, 0, 0, 0 }
 
 
 /**
@@ -75,7 +77,7 @@ typedef struct boxlite_box_list_t boxlite_box_list_t;
 
 /**
  * Options for `boxlite_box_create` (an opaque builder). Defaults: 1 vCPU, 256 MiB, no
- * name, no root disk.
+ * name, no root disk, network BOXLITE_NETWORK_OUTBOUND without port forwards.
  */
 typedef struct boxlite_box_options_t boxlite_box_options_t;
 
@@ -110,6 +112,12 @@ typedef struct boxlite_image_list_t boxlite_image_list_t;
  * The collected result of `boxlite_box_run`.
  */
 typedef struct boxlite_output_t boxlite_output_t;
+
+/**
+ * The forwards of a running box as bound on the host (`boxlite_box_port_forwards`), a
+ * snapshot.
+ */
+typedef struct boxlite_port_forward_list_t boxlite_port_forward_list_t;
 
 /**
  * Options for `boxlite_runtime_new` (an opaque builder).
@@ -266,6 +274,81 @@ typedef uint32_t boxlite_log_level_t;
 typedef void (*boxlite_log_cb)(boxlite_log_level_t level, const char *target, const char *message, void *user_data);
 
 /**
+ * Where a box's outbound traffic may go (`boxlite_box_options_set_network`).
+ */
+typedef uint32_t boxlite_network_mode_t;
+
+/**
+ * A transport protocol of a port forward.
+ */
+typedef uint32_t boxlite_protocol_t;
+
+/**
+ * One port forward as bound on the host (`boxlite_port_forward_list_get`). A sized
+ * struct: set `size` first (BOXLITE_PORT_FORWARD_INIT).
+ */
+typedef struct {
+  /**
+   * Set by the caller to the size of the struct it was compiled with.
+   */
+  uint32_t size;
+  /**
+   * BOXLITE_PROTOCOL_TCP or BOXLITE_PROTOCOL_UDP.
+   */
+  boxlite_protocol_t protocol;
+  /**
+   * The host address listened on ("127.0.0.1", "::1", ...): NUL-terminated, owned by
+   * the list (valid until `boxlite_port_forward_list_free`).
+   */
+  const char *host_addr;
+  /**
+   * The host port as bound (never 0: a port the host picked is shown as picked).
+   */
+  uint16_t host_port;
+  uint16_t guest_port;
+} boxlite_port_forward_t;
+
+/**
+ * What a box's network gateway counts (`boxlite_box_network_stats`), since the box
+ * started. A sized struct: set `size` first (BOXLITE_NETWORK_STATS_INIT).
+ */
+typedef struct {
+  /**
+   * Set by the caller to the size of the struct it was compiled with.
+   */
+  uint32_t size;
+  /**
+   * Payload bytes from the box to the host's network (TCP and UDP), forwards included.
+   */
+  uint64_t bytes_out;
+  /**
+   * Payload bytes from the host's network to the box.
+   */
+  uint64_t bytes_in;
+  /**
+   * TCP connections the box opened that the policy allowed.
+   */
+  uint64_t tcp_connections;
+  /**
+   * TCP connections through port forwards (host -> box).
+   */
+  uint64_t forwarded_connections;
+  /**
+   * UDP flows opened (outbound and forwarded).
+   */
+  uint64_t udp_flows;
+  /**
+   * Connections and datagrams refused by the policy.
+   */
+  uint64_t denied;
+  uint64_t dns_queries;
+  /**
+   * DNS queries answered NXDOMAIN or REFUSED by the policy.
+   */
+  uint64_t dns_denied;
+} boxlite_network_stats_t;
+
+/**
  * Engine choice for `boxlite_runtime_options_set_engine`.
  */
 typedef uint32_t boxlite_engine_t;
@@ -411,6 +494,27 @@ typedef struct {
 #define BOXLITE_LOG_TRACE 5
 
 /**
+ * No network device but the loopback (port forwards still work: they are inbound).
+ */
+#define BOXLITE_NETWORK_NONE 0
+
+/**
+ * Anywhere but link-local addresses (cloud metadata) and the host's own loopback (the
+ * default).
+ */
+#define BOXLITE_NETWORK_OUTBOUND 1
+
+/**
+ * Only what the allow rules name (`boxlite_box_options_add_network_allow`); DNS answers
+ * only the names they name.
+ */
+#define BOXLITE_NETWORK_ALLOW_LIST 2
+
+#define BOXLITE_PROTOCOL_TCP 0
+
+#define BOXLITE_PROTOCOL_UDP 1
+
+/**
  * krun on hosts with hardware KVM, qemu elsewhere; `BOXLITE_ENGINE` may override it.
  */
 #define BOXLITE_ENGINE_AUTO 0
@@ -544,10 +648,11 @@ void boxlite_box_options_free(boxlite_box_options_t *options);
 
 /**
  * Creates a box in `runtime`. Every option is checked here (vCPUs, memory, name, root
- * disk), each with its own message; nothing boots until `boxlite_box_start` or the first
- * exec. `options` may be NULL for the defaults; it is only read. On success `*out` owns the
- * box handle (free with `boxlite_box_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT,
- * BOXLITE_ERROR_IO. Thread-safe.
+ * disk, how the network options fit together: allow rules need BOXLITE_NETWORK_ALLOW_LIST,
+ * a host address and port forwarded twice...), each with its own message; nothing boots
+ * until `boxlite_box_start` or the first exec. `options` may be NULL for the defaults; it
+ * is only read. On success `*out` owns the box handle (free with `boxlite_box_free`).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_IO. Thread-safe.
  *
  * # Safety
  * `out` is NULL or valid for writing a pointer; `runtime` and `options` are NULL or live.
@@ -1139,6 +1244,139 @@ void boxlite_image_list_free(boxlite_image_list_t *list);
  * `user_data` once.
  */
 boxlite_error_t *boxlite_log_set_callback(boxlite_log_cb callback, boxlite_log_level_t max_level, void *user_data, boxlite_user_data_free_cb user_data_free);
+
+/**
+ * Sets the box's network mode: one of BOXLITE_NETWORK_* (default
+ * BOXLITE_NETWORK_OUTBOUND). Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL `options`
+ * or an unknown mode. Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_options_set_network(boxlite_box_options_t *options, boxlite_network_mode_t mode);
+
+/**
+ * Adds a rule to the box's allow-list (network mode BOXLITE_NETWORK_ALLOW_LIST; a rule
+ * with another mode fails `boxlite_box_create`). `rule` (copied) is a network
+ * (`10.0.0.0/8`), an address with an optional port (`192.0.2.7:443`), or a DNS name with
+ * an optional port (`pypi.org:443`, `*.github.com`: the names below github.com); the
+ * gateway address 10.0.2.2 stands for the host's own loopback. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments, non-UTF-8 text or a malformed rule
+ * (the message says what is wrong with it and the forms a rule takes). Not thread-safe
+ * for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live; `rule` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_options_add_network_allow(boxlite_box_options_t *options, const char *rule);
+
+/**
+ * Lets the box reach the host's own 127.0.0.1 through its gateway address (10.0.2.2), in
+ * network mode BOXLITE_NETWORK_OUTBOUND (with another mode, `true` fails
+ * `boxlite_box_create`; in an allow-list, add a rule for 10.0.2.2[:PORT] instead). Off by
+ * default: services on the host's loopback often trust whoever connects. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for a NULL `options`. Not thread-safe for the same
+ * options object.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_options_set_allow_host_loopback(boxlite_box_options_t *options, bool allow);
+
+/**
+ * Forwards `host_addr`:`host_port` on the host to `guest_port` in the box, for
+ * `protocol` (BOXLITE_PROTOCOL_TCP or BOXLITE_PROTOCOL_UDP). `host_addr` (copied) is an
+ * IPv4 or IPv6 address (`"0.0.0.0"`, `"::1"`; brackets allowed); NULL means 127.0.0.1.
+ * `host_port` 0 lets the host pick a free port when the box starts (read it back with
+ * `boxlite_box_forwarded_port`). Forwards work in every network mode, BOXLITE_NETWORK_NONE
+ * included. The host port is bound when the box starts, so a port in use fails
+ * `boxlite_box_start`; a host address and port forwarded twice fail `boxlite_box_create`.
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL `options`, an unknown protocol, a
+ * malformed address or a `guest_port` of 0. Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live; `host_addr` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_options_add_port_forward(boxlite_box_options_t *options, boxlite_protocol_t protocol, const char *host_addr, uint16_t host_port, uint16_t guest_port);
+
+/**
+ * Adds an upstream DNS server for the box's queries (the box asks its gateway, which
+ * asks these; none added: the host's /etc/resolv.conf servers). `addr` (copied) is
+ * `"IP"` (port 53) or `"IP:PORT"` (`"[IPv6]:PORT"` for IPv6). Not for network mode
+ * BOXLITE_NETWORK_NONE (that fails `boxlite_box_create`, as do more than 8 servers).
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULL arguments, non-UTF-8 text, a malformed
+ * address or port 0. Not thread-safe for the same options object.
+ *
+ * # Safety
+ * `options` is NULL or live; `addr` is NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_options_add_dns_server(boxlite_box_options_t *options, const char *addr);
+
+/**
+ * Writes the host port bound for the running box's forward of `guest_port` over
+ * `protocol` (a BOXLITE_PROTOCOL_* value) to `*out_host_port`: the port asked for, or the
+ * one the host picked for a forward of host port 0. If several host addresses forward
+ * that guest port, the port of the forward added first is written (list them all with
+ * `boxlite_box_port_forwards`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULLs, an unknown
+ * protocol), BOXLITE_ERROR_INVALID_STATE (the box is not running), BOXLITE_ERROR_NOT_FOUND
+ * (no such forward; the message lists the box's forwards). Thread-safe.
+ *
+ * # Safety
+ * `out_host_port` is NULL or valid for writing; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_forwarded_port(uint16_t *out_host_port, const boxlite_box_t *box, boxlite_protocol_t protocol, uint16_t guest_port);
+
+/**
+ * Lists the running box's port forwards as bound on the host, in the order they were
+ * added. On success `*out` owns the list (free with `boxlite_port_forward_list_free`); it
+ * is a snapshot (a restart may pick other ports). Errors: BOXLITE_ERROR_INVALID_ARGUMENT
+ * for NULLs, BOXLITE_ERROR_INVALID_STATE if the box is not running. Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing a pointer; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_port_forwards(boxlite_port_forward_list_t **out, const boxlite_box_t *box);
+
+/**
+ * The number of forwards in the list. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULLs.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_port_forward_list_len(size_t *out, const boxlite_port_forward_list_t *list);
+
+/**
+ * Writes the list's forward number `index` (0-based) to `*out`, a sized struct (its
+ * `size` set by the caller); its `host_addr` is owned by the list. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs, a `size` under 4 or an index past the end.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing `out->size` bytes; `list` is NULL or live.
+ */
+boxlite_error_t *boxlite_port_forward_list_get(boxlite_port_forward_t *out, const boxlite_port_forward_list_t *list, size_t index);
+
+/**
+ * Frees a forward list. NULL does nothing.
+ *
+ * # Safety
+ * `list` is NULL or live, and not used afterwards (nor the strings taken from it).
+ */
+void boxlite_port_forward_list_free(boxlite_port_forward_list_t *list);
+
+/**
+ * Writes the running box's network figures to `*out`, a sized struct (its `size` set by
+ * the caller). The gateway rewrites them as it goes, so they may lag a moment behind the
+ * traffic; all are 0 until it has written its first. Errors:
+ * BOXLITE_ERROR_INVALID_ARGUMENT for NULLs or a `size` under 4,
+ * BOXLITE_ERROR_INVALID_STATE if the box is not running or has no network device
+ * (BOXLITE_NETWORK_NONE without port forwards). Thread-safe.
+ *
+ * # Safety
+ * `out` is NULL or valid for writing `out->size` bytes; `box` is NULL or live.
+ */
+boxlite_error_t *boxlite_box_network_stats(boxlite_network_stats_t *out, const boxlite_box_t *box);
 
 /**
  * Creates runtime options with the defaults (home: $BOXLITE_HOME or ~/.boxlite; engine:

@@ -27,6 +27,9 @@ cat > "$stage/etc/group" <<'GROUP'
 root:x:0:
 tester:x:1000:
 GROUP
+# The agent binds the box's resolv.conf over this file when the box has a network (the
+# root disk is read-only in the tests, so the file must exist beforehand).
+: > "$stage/etc/resolv.conf"
 chmod 1777 "$stage/tmp"
 chown 1000:1000 "$stage/home/tester"
 mkdir -p target/guest

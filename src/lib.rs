@@ -13,5 +13,6 @@ pub use runtime::engine::{EngineChoice, EngineKind, HostVirtualization};
 pub use runtime::error::{Error, PullErrorKind, Result};
 pub use runtime::exec::{ExecCommand, ExecErrorKind, ExecMetrics, ExecOutput, ExecStatus, Execution, OutputStream, StdinWriter};
 pub use runtime::home::{BoxliteRuntime, InvalidBox, RuntimeMetrics, RuntimeOptions};
+pub use runtime::network::{AllowRule, BoundForward, NetworkMode, NetworkOptions, NetworkStats, PortForward, Protocol};
 pub use runtime::spec::{DiskFormat, DiskSpec, JailOptions, Protections, VmSpec};
 pub use runtime::vm::{BootTimings, RootDisk, Vm, VmOptions};

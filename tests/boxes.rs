@@ -66,7 +66,8 @@ async fn a_box_starts_lazily_stops_restarts_and_is_removed() {
     assert_eq!(out.stdout, b"lazy\n");
     assert_eq!(lite_box.status(), BoxStatus::Running);
     let protections = lite_box.protections().expect("the box records its protections");
-    assert_eq!(protections.seccomp, ["vhost_vsock", "qemu", "supervisor"]);
+    // A box has a network by default: its gateway installs the netgw policy on itself.
+    assert_eq!(protections.seccomp, ["vhost_vsock", "qemu", "supervisor", "netgw"]);
     assert!(protections.uid.is_some() && !protections.namespaces.is_empty() && !protections.cgroups.is_empty());
 
     let error = rt.remove_box("worker", false).await.unwrap_err();

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const POLICIES: [&str; 4] = ["qemu", "vhost_vsock", "supervisor", "krun"];
+const POLICIES: [&str; 5] = ["qemu", "vhost_vsock", "supervisor", "krun", "netgw"];
 const FORBIDDEN: [&str; 7] = ["ptrace", "mount", "umount2", "kexec_load", "bpf", "setns", "reboot"];
 
 /// The probe is a bin of the boxlite-shim package, so `cargo test --test seccomp` alone does
@@ -73,7 +73,7 @@ fn unshare_is_killed_too_and_a_bad_policy_name_is_a_usage_error() {
 }
 
 #[test]
-fn the_helpers_may_open_unix_sockets_and_no_others() {
+fn each_policy_opens_only_its_socket_families() {
     for policy in ["qemu", "vhost_vsock"] {
         let unix = run(policy, "socket_unix");
         assert!(unix.status.success(), "{policy}/socket_unix: {}", describe(&unix));
@@ -83,4 +83,9 @@ fn the_helpers_may_open_unix_sockets_and_no_others() {
     // Once its children run, the supervisor opens no sockets at all.
     let unix = run("supervisor", "socket_unix");
     assert_eq!(unix.status.signal(), Some(libc::SIGSYS), "supervisor/socket_unix: {}", describe(&unix));
+    // The network gateway opens internet sockets (AF_INET, AF_INET6) and nothing else.
+    let inet = run("netgw", "socket_inet");
+    assert!(inet.status.success(), "netgw/socket_inet: {}", describe(&inet));
+    let unix = run("netgw", "socket_unix");
+    assert_eq!(unix.status.signal(), Some(libc::SIGSYS), "netgw/socket_unix: {}", describe(&unix));
 }

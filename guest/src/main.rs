@@ -1,10 +1,12 @@
 //! boxlite-guest: the agent inside every box.
 //!
-//! It runs as `/init` (PID 1) of the initramfs: it mounts the pseudo file systems, reaps
-//! orphaned children, and serves the `boxlite.agent.v1` ttrpc services on a vsock port. Its
-//! log goes to the console, which the host keeps as the box's `console.log`.
+//! It runs as `/init` (PID 1) of the initramfs: it mounts the pseudo file systems, brings up
+//! the network the kernel command line declares, reaps orphaned children, and serves the
+//! `boxlite.agent.v1` ttrpc services on a vsock port. Its log goes to the console, which the
+//! host keeps as the box's `console.log`.
 
 mod exec;
+mod network;
 mod pid1;
 mod reaper;
 mod rootfs;
@@ -30,14 +32,11 @@ fn main() {
             log!("early setup failed: {e}");
             pid1::power_off();
         }
-        // Every box has a loopback, whatever its network: local servers, databases and test
-        // suites bind 127.0.0.1. Without it they fail, but the box still serves.
-        if let Err(e) = sys::set_interface_up("lo") {
-            log!("cannot bring up the loopback interface lo: {e}");
-        }
     }
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // Only PID 1 owns the VM's interfaces; an agent started any other way leaves them alone.
+    let network = if is_pid1 { bring_up_network(&cmdline) } else { None };
     let port = agent_port(&cmdline).unwrap_or(AGENT_VSOCK_PORT);
     let root = match rootfs::Root::from_cmdline(&cmdline) {
         Ok(root) => Arc::new(root),
@@ -49,6 +48,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(network) = &network {
+        network::provide_resolv_conf(&root, network);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -82,6 +84,23 @@ async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper
     // The server runs on its own tasks; this task only has to stay alive.
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Brings up `lo`, then eth0 when the command line declares a network (`boxlite.net=`).
+/// Returns that network, for the box's resolv.conf. Failures are logged; the box still
+/// serves, without the part that failed.
+fn bring_up_network(cmdline: &str) -> Option<network::Network> {
+    // Every box has a loopback, whatever its network: local servers, databases and test
+    // suites bind 127.0.0.1. Without it they fail, but the box still serves.
+    if let Err(e) = sys::set_interface_up("lo") {
+        log!("cannot bring up the loopback interface lo: {e}");
+    }
+    let network = network::Network::from_cmdline(cmdline).unwrap_or_else(|e| {
+        log!("network: {e}; the box has no network");
+        None
+    })?;
+    network::configure_interface(&network);
+    Some(network)
 }
 
 /// `boxlite.port=N` on the kernel command line, if present and valid.

@@ -78,7 +78,9 @@ impl Root {
         io::read_to_string(std::fs::File::from(fd))
     }
 
-    fn open_in_root(&self, path: &str, flags: i32) -> io::Result<OwnedFd> {
+    /// Opens `path` (absolute or relative to the root) inside the root with `flags`
+    /// (openat2 RESOLVE_IN_ROOT: symlinks and `..` never lead out of it).
+    pub fn open_in_root(&self, path: &str, flags: i32) -> io::Result<OwnedFd> {
         let c_path = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         sys::openat2_in_root(self.dir.as_fd(), &c_path, flags)
     }

@@ -7,6 +7,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -72,26 +73,12 @@ pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
 /// Brings a network interface up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP), as
 /// `ip link set NAME up` does. The kernel gives `lo` its 127.0.0.1/8 and ::1 once it is up.
 pub fn set_interface_up(name: &str) -> io::Result<()> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
-    }
-    // SAFETY: socket(2) takes integers only; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: ifreq is plain data (a name array and a union of integers and addresses), for
-    // which all-zero bytes are a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (slot, &byte) in request.ifr_name.iter_mut().zip(bytes) {
-        *slot = byte as libc::c_char;
-    }
+    let socket = inet_socket()?;
+    let mut request = interface_request(name)?;
     // SAFETY: both ioctls read and write one ifreq through the pointer, which points at
     // `request`, alive and exclusively borrowed for each call; its name is NUL-terminated
-    // (checked length, zeroed rest); the descriptor is open (owned above).
+    // (checked by `interface_request`); the descriptor is open (owned above). Reading
+    // `ifru_flags` after SIOCGIFFLAGS reads the union member the kernel just wrote.
     unsafe {
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) != 0 {
             return Err(io::Error::last_os_error());
@@ -102,6 +89,83 @@ pub fn set_interface_up(name: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives a network interface its IPv4 address, then its netmask (SIOCSIFADDR, then
+/// SIOCSIFNETMASK), as `ip addr add ADDR/PREFIX dev NAME` does. The address alone would get
+/// its class's mask (/8 for 10.x); setting the mask second also moves the broadcast address
+/// and the on-link route to the right prefix.
+pub fn set_interface_ipv4(name: &str, addr: Ipv4Addr, netmask: Ipv4Addr) -> io::Result<()> {
+    let socket = inet_socket()?;
+    for (ioctl, value) in [(libc::SIOCSIFADDR, addr), (libc::SIOCSIFNETMASK, netmask)] {
+        let mut request = interface_request(name)?;
+        request.ifr_ifru.ifru_addr = sockaddr_ipv4(value);
+        // SAFETY: both ioctls read one ifreq (a NUL-terminated name, checked by
+        // `interface_request`, and an AF_INET sockaddr in the union) through the pointer,
+        // which points at `request`, alive for the call; the descriptor is open (owned above).
+        if unsafe { libc::ioctl(socket.as_raw_fd(), ioctl, &request) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Adds the IPv4 default route (0.0.0.0/0) via `gateway` (SIOCADDRT), as `ip route add
+/// default via GATEWAY` does. The kernel picks the interface whose on-link route holds the
+/// gateway, so that interface must be up with its address set first.
+pub fn add_default_route(gateway: Ipv4Addr) -> io::Result<()> {
+    let socket = inet_socket()?;
+    // SAFETY: rtentry is plain data (integers, sockaddrs, and a device-name pointer for which
+    // null means "no device given"), for which all-zero bytes are a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr_ipv4(Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr_ipv4(Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr_ipv4(gateway);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: SIOCADDRT reads one rtentry through the pointer, which points at `route`, alive
+    // for the call; its rt_dev is null, so the kernel follows no other pointer; the
+    // descriptor is open (owned above).
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A datagram socket for the interface and route ioctls (it is never bound or used to send).
+fn inet_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes integers only; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// An ifreq naming the interface `name` (NUL-terminated), the rest zero.
+fn interface_request(name: &str) -> io::Result<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+    }
+    // SAFETY: ifreq is plain data (a name array and a union of integers, addresses and a
+    // pointer the ioctls used here never follow), for which all-zero bytes are a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, &byte) in request.ifr_name.iter_mut().zip(bytes) {
+        *slot = byte as libc::c_char;
+    }
+    Ok(request)
+}
+
+/// `addr` as the generic sockaddr that ifreq and rtentry hold: the bytes of a sockaddr_in
+/// (family, then port and address in network byte order, then zeroes), port 0.
+fn sockaddr_ipv4(addr: Ipv4Addr) -> libc::sockaddr {
+    let mut data = [0 as libc::c_char; 14];
+    // sa_data[0..2] is sin_port (0); sa_data[2..6] is sin_addr, most significant octet first.
+    for (slot, octet) in data[2..6].iter_mut().zip(addr.octets()) {
+        *slot = octet as libc::c_char;
+    }
+    libc::sockaddr { sa_family: libc::AF_INET as libc::sa_family_t, sa_data: data }
 }
 
 /// Sets a terminal's window size (TIOCSWINSZ).
@@ -181,4 +245,26 @@ pub fn register_async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<Own
     // SAFETY: an OwnedFd is open until dropped and always names the same descriptor, and
     // it moves into the AsyncFd, so it stays open for the AsyncFd's whole life.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_ipv4_has_the_layout_of_a_sockaddr_in() {
+        let addr = Ipv4Addr::new(10, 0, 2, 15);
+        let expected = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(std::mem::size_of::<libc::sockaddr>(), std::mem::size_of::<libc::sockaddr_in>());
+        // SAFETY: sockaddr_in and sockaddr are both 16 bytes of plain integers (checked
+        // above), so any sockaddr_in's bytes are a valid sockaddr.
+        let expected: libc::sockaddr = unsafe { std::mem::transmute(expected) };
+        let got = sockaddr_ipv4(addr);
+        assert_eq!((got.sa_family, got.sa_data), (expected.sa_family, expected.sa_data));
+    }
 }

@@ -50,6 +50,13 @@ pub const CMDLINE_ROOT_DEVICE: &str = "boxlite.root";
 /// Kernel command-line key for the root's mount mode: `ro` or `rw` (default).
 pub const CMDLINE_ROOT_MODE: &str = "boxlite.root_mode";
 
+/// Kernel command-line key telling the agent to configure the box's network device (eth0):
+/// `boxlite.net=<addr>/<prefix>,<gateway>,<dns>`, e.g. `boxlite.net=10.0.2.15/24,10.0.2.2,10.0.2.2`
+/// (IPv4 only). The agent gives eth0 the address, adds a default route via the gateway, and
+/// makes `/etc/resolv.conf` in the box's root name the DNS server. Absent: the VM has no
+/// network device, and the agent leaves the network and resolv.conf alone.
+pub const CMDLINE_NETWORK: &str = "boxlite.net";
+
 /// The most bytes one ReadOutput response may carry. Well under ttrpc's 4 MiB frame limit.
 pub const MAX_OUTPUT_CHUNK: u32 = 1024 * 1024;
 

@@ -4,12 +4,16 @@
 //! here, and stops the box again, its disk kept for next time.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use boxlite::runtime::images::pull::RegistryOptions;
-use boxlite::{BoxOptions, BoxliteRuntime, EngineChoice, ExecCommand, RuntimeOptions, Vm, VmOptions};
-use clap::{Parser, Subcommand};
+use boxlite::{
+    AllowRule, BoxOptions, BoxliteRuntime, EngineChoice, Error, ExecCommand, NetworkMode, NetworkOptions, PortForward, RuntimeOptions, Vm,
+    VmOptions,
+};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "boxlite", version, about = "Embeddable micro-VM sandboxes")]
@@ -31,24 +35,7 @@ struct Cli {
 enum Command {
     /// Run a command in a box: create it from --image the first time (by --name), start it,
     /// stream the command's output, stop it. Exits with the command's exit code.
-    Run {
-        #[arg(long)]
-        name: String,
-        /// The image for a new box (pulled, or imported with --import-layout, if not cached).
-        #[arg(long)]
-        image: Option<String>,
-        /// Import the image from this OCI layout directory first (its only image).
-        #[arg(long)]
-        import_layout: Option<PathBuf>,
-        #[arg(long, default_value_t = 512, value_name = "MIB")]
-        memory: u32,
-        /// Print boot and exec times to stderr.
-        #[arg(long)]
-        timings: bool,
-        /// The command and its arguments (after --); empty runs the image's Entrypoint/Cmd.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// List boxes: id, name, status, image; on stderr, the box directories that did not load.
     Ls,
     /// Remove a box and its disk.
@@ -78,6 +65,108 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    name: String,
+    /// The image for a new box (pulled, or imported with --import-layout, if not cached).
+    #[arg(long)]
+    image: Option<String>,
+    /// Import the image from this OCI layout directory first (its only image).
+    #[arg(long)]
+    import_layout: Option<PathBuf>,
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    memory: u32,
+    /// Print boot and exec times to stderr.
+    #[arg(long)]
+    timings: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// The command and its arguments (after --); empty runs the image's Entrypoint/Cmd.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// A new box's network (set when the box is created; an existing box keeps its own).
+#[derive(Args)]
+#[command(next_help_heading = "Network (set when the box is created)")]
+struct NetworkArgs {
+    /// none (loopback only; -p still works), outbound (anywhere but link-local addresses and
+    /// the host's loopback) or allow-list (only what --allow names) [default: outbound, or
+    /// allow-list with --allow]
+    #[arg(long, value_name = "MODE", value_parser = parse_network_mode)]
+    network: Option<NetworkMode>,
+    /// Allow a destination: a network (10.0.0.0/8), an address with an optional port
+    /// (192.0.2.7:443) or a DNS name with an optional port (pypi.org:443, *.github.com).
+    /// Repeatable; implies --network allow-list
+    #[arg(long = "allow", value_name = "RULE", value_parser = parse_allow_rule)]
+    allow: Vec<AllowRule>,
+    /// Let the box reach the host's own 127.0.0.1 as 10.0.2.2 (--network outbound)
+    #[arg(long)]
+    allow_host_loopback: bool,
+    /// Forward a host port to a port in the box, e.g. 8080:80, 0:80 (the host picks a free
+    /// port), 0.0.0.0:8080:80, 5353:53/udp. HOST_ADDR defaults to 127.0.0.1. Repeatable; the
+    /// bound ports are printed to stderr when the box starts
+    #[arg(short = 'p', long = "publish", value_name = "[HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]", value_parser = parse_port_forward)]
+    publish: Vec<PortForward>,
+    /// A DNS server for the box's queries (port 53 unless given) instead of the host's
+    /// /etc/resolv.conf ones. Repeatable
+    #[arg(long = "dns", value_name = "IP[:PORT]", value_parser = parse_dns_server)]
+    dns: Vec<SocketAddr>,
+}
+
+fn parse_network_mode(text: &str) -> Result<NetworkMode, String> {
+    NetworkMode::parse(text).map_err(|_| "use none, outbound or allow-list".into())
+}
+
+fn parse_allow_rule(text: &str) -> Result<AllowRule, String> {
+    AllowRule::parse(text)
+}
+
+fn parse_port_forward(text: &str) -> Result<PortForward, String> {
+    PortForward::parse(text)
+}
+
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    boxlite::runtime::network::parse_dns_server(text).map_err(|e| e.to_string())
+}
+
+impl NetworkArgs {
+    /// The network the flags ask for; None when no network flag was given (a new box gets
+    /// the default, an existing box keeps its own).
+    fn options(&self) -> boxlite::Result<Option<NetworkOptions>> {
+        let given = self.network.is_some()
+            || !self.allow.is_empty()
+            || self.allow_host_loopback
+            || !self.publish.is_empty()
+            || !self.dns.is_empty();
+        if !given {
+            return Ok(None);
+        }
+        let default_mode = if self.allow.is_empty() { NetworkMode::Outbound } else { NetworkMode::AllowList };
+        let mode = self.network.unwrap_or(default_mode);
+        let flag_error = |reason: &str| Err(Error::InvalidOption { field: "network flags", reason: reason.into() });
+        if !self.allow.is_empty() && mode != NetworkMode::AllowList {
+            return flag_error("--allow needs --network allow-list (or leave --network out: --allow implies it)");
+        }
+        if self.allow_host_loopback && mode != NetworkMode::Outbound {
+            return flag_error("--allow-host-loopback is for --network outbound; in an allow-list, add --allow 10.0.2.2[:PORT] instead");
+        }
+        if !self.dns.is_empty() && mode == NetworkMode::None {
+            return flag_error("--dns needs a network: leave out --network none, or drop --dns");
+        }
+        let options = NetworkOptions {
+            mode,
+            allow: self.allow.clone(),
+            allow_host_loopback: self.allow_host_loopback,
+            port_forwards: self.publish.clone(),
+            dns_servers: self.dns.clone(),
+        };
+        options.validate()?;
+        Ok(Some(options))
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let tokio = tokio::runtime::Runtime::new().expect("starting the async runtime");
@@ -97,9 +186,11 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
         BoxliteRuntime::new(RuntimeOptions { home: cli.home.clone(), engine, registries, log_to_home: true })
     };
     match cli.command {
-        Command::Run { name, image, import_layout, memory, timings, command } => {
+        Command::Run(args) => {
+            // Flags are checked before the home is opened or anything is pulled.
+            let network = args.network.options()?;
             let runtime = open()?;
-            run_in_box(&runtime, &name, image, import_layout, memory, timings, command).await
+            run_in_box(&runtime, args, network).await
         }
         Command::Ls => {
             let runtime = open()?;
@@ -134,25 +225,41 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
     }
 }
 
-async fn run_in_box(
-    runtime: &BoxliteRuntime,
-    name: &str,
-    image: Option<String>,
-    import_layout: Option<PathBuf>,
-    memory_mib: u32,
-    timings: bool,
-    command: Vec<String>,
-) -> boxlite::Result<i32> {
+async fn run_in_box(runtime: &BoxliteRuntime, args: RunArgs, network: Option<NetworkOptions>) -> boxlite::Result<i32> {
+    let RunArgs { name, image, import_layout, memory: memory_mib, timings, command, .. } = args;
+    let name = name.as_str();
     if let (Some(layout), Some(image)) = (&import_layout, &image) {
         runtime.images().import_layout(layout, None, image)?;
     }
     let lite_box = match runtime.get_box(name) {
-        Some(existing) => existing,
-        None => runtime.create_box(BoxOptions { name: Some(name.into()), image, memory_mib, ..Default::default() })?,
+        Some(existing) => {
+            if let Some(asked) = network.as_ref().filter(|asked| **asked != existing.options().network) {
+                return Err(Error::InvalidState {
+                    what: format!("box {name}"),
+                    reason: format!(
+                        "it exists with another network ({}) than the flags ask for ({}); a box's network is set when it is \
+                         created: remove it (boxlite rm {name}) to change it, or drop the network flags",
+                        describe_network(&existing.options().network),
+                        describe_network(asked)
+                    ),
+                });
+            }
+            existing
+        }
+        None => runtime.create_box(BoxOptions {
+            name: Some(name.into()),
+            image,
+            memory_mib,
+            network: network.unwrap_or_default(),
+            ..Default::default()
+        })?,
     };
     let started = Instant::now();
     lite_box.start().await?;
     let booted = started.elapsed();
+    for forward in lite_box.forwarded_ports().await? {
+        eprintln!("boxlite: {} -> {}/{}", SocketAddr::new(forward.host_addr, forward.host_port), forward.guest_port, forward.protocol);
+    }
     let mut exec_command = ExecCommand::default();
     if let Some((program, args)) = command.split_first() {
         exec_command = ExecCommand::new(program.clone()).args(args.iter().cloned());
@@ -191,6 +298,22 @@ async fn run_in_box(
     Ok(status.code.unwrap_or_else(|| 128 + status.signal.unwrap_or(0)))
 }
 
+/// A network in the CLI's words (for messages).
+fn describe_network(network: &NetworkOptions) -> String {
+    let mut words = vec![match network.mode {
+        NetworkMode::None => "--network none".to_string(),
+        NetworkMode::Outbound => "--network outbound".to_string(),
+        NetworkMode::AllowList => "--network allow-list".to_string(),
+    }];
+    words.extend(network.allow.iter().map(|rule| format!("--allow {rule}")));
+    if network.allow_host_loopback {
+        words.push("--allow-host-loopback".into());
+    }
+    words.extend(network.port_forwards.iter().map(|f| format!("-p {f}")));
+    words.extend(network.dns_servers.iter().map(|server| format!("--dns {server}")));
+    words.join(" ")
+}
+
 async fn boot(engine: EngineChoice, vcpus: u8, memory_mib: u32, run_dir: Option<PathBuf>, hold: bool) -> boxlite::Result<()> {
     let temp_dir = run_dir.is_none().then(|| std::env::temp_dir().join(format!("boxlite-boot-{}", std::process::id())));
     let mut options = VmOptions::new(run_dir.or_else(|| temp_dir.clone()).expect("one of them is set"));
@@ -222,4 +345,48 @@ async fn boot(engine: EngineChoice, vcpus: u8, memory_mib: u32, run_dir: Option<
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network_of(flags: &[&str]) -> Result<Option<NetworkOptions>, String> {
+        let args = ["boxlite", "run", "--name", "b"].iter().chain(flags).chain(&["--", "true"]);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        let Command::Run(run) = cli.command else { unreachable!("parsed as run") };
+        run.network.options().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn network_flags_make_options() {
+        assert_eq!(network_of(&[]).unwrap(), None);
+        let allow = network_of(&["--allow", "pypi.org:443", "-p", "0:80", "--publish", "0.0.0.0:5353:53/udp", "--dns", "192.0.2.53"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(allow.mode, NetworkMode::AllowList);
+        assert_eq!(allow.allow, vec![AllowRule::parse("pypi.org:443").unwrap()]);
+        assert_eq!(allow.port_forwards, vec![PortForward::parse("0:80").unwrap(), PortForward::parse("0.0.0.0:5353:53/udp").unwrap()]);
+        assert_eq!(allow.dns_servers, vec!["192.0.2.53:53".parse().unwrap()]);
+        let none = network_of(&["--network", "none", "-p", "8080:80"]).unwrap().unwrap();
+        assert_eq!((none.mode, none.port_forwards.len()), (NetworkMode::None, 1));
+        assert_eq!(network_of(&["--allow-host-loopback"]).unwrap().unwrap().mode, NetworkMode::Outbound);
+    }
+
+    #[test]
+    fn bad_network_flags_say_why() {
+        for (flags, why) in [
+            (&["--network", "bridge"][..], "use none, outbound or allow-list"),
+            (&["--allow", "10.0.0.1/8"], "bits set past the prefix length"),
+            (&["-p", "80/sctp"], "the protocol must be tcp or udp"),
+            (&["--dns", "192.0.2.53:0"], "port 0"),
+            (&["--network", "outbound", "--allow", "pypi.org"], "--allow needs --network allow-list"),
+            (&["--allow", "pypi.org", "--allow-host-loopback"], "--allow 10.0.2.2[:PORT]"),
+            (&["--network", "none", "--dns", "192.0.2.53"], "--dns needs a network"),
+            (&["-p", "8080:80", "-p", "8080:81"], "forwarded twice"),
+        ] {
+            let err = network_of(flags).unwrap_err();
+            assert!(err.contains(why), "{flags:?}: {err}");
+        }
+    }
 }

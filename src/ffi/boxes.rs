@@ -16,9 +16,9 @@ use crate::runtime::spec::DiskFormat;
 use crate::runtime::vm::RootDisk;
 
 /// Options for `boxlite_box_create` (an opaque builder). Defaults: 1 vCPU, 256 MiB, no
-/// name, no root disk.
+/// name, no root disk, network BOXLITE_NETWORK_OUTBOUND without port forwards.
 pub struct boxlite_box_options_t {
-    options: BoxOptions,
+    pub(super) options: BoxOptions,
 }
 
 /// A box. Keeps its runtime alive; may be freed while running (the runtime keeps the box;
@@ -79,7 +79,7 @@ pub unsafe extern "C" fn boxlite_box_options_new(out: *mut *mut boxlite_box_opti
 ///
 /// # Safety
 /// `options` is NULL or live and not used elsewhere during the call.
-unsafe fn with_options(
+pub(super) unsafe fn with_options(
     options: *mut boxlite_box_options_t,
     change: impl FnOnce(&mut BoxOptions) -> Result<(), Error>,
 ) -> *mut boxlite_error_t {
@@ -233,10 +233,11 @@ pub unsafe extern "C" fn boxlite_box_options_free(options: *mut boxlite_box_opti
 }
 
 /// Creates a box in `runtime`. Every option is checked here (vCPUs, memory, name, root
-/// disk), each with its own message; nothing boots until `boxlite_box_start` or the first
-/// exec. `options` may be NULL for the defaults; it is only read. On success `*out` owns the
-/// box handle (free with `boxlite_box_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT,
-/// BOXLITE_ERROR_IO. Thread-safe.
+/// disk, how the network options fit together: allow rules need BOXLITE_NETWORK_ALLOW_LIST,
+/// a host address and port forwarded twice...), each with its own message; nothing boots
+/// until `boxlite_box_start` or the first exec. `options` may be NULL for the defaults; it
+/// is only read. On success `*out` owns the box handle (free with `boxlite_box_free`).
+/// Errors: BOXLITE_ERROR_INVALID_ARGUMENT, BOXLITE_ERROR_IO. Thread-safe.
 ///
 /// # Safety
 /// `out` is NULL or valid for writing a pointer; `runtime` and `options` are NULL or live.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod logging;
+pub mod network;
 pub mod runtime;
 
 use std::ffi::{c_char, CStr, CString};

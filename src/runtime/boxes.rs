@@ -18,6 +18,7 @@ use crate::runtime::home::RuntimeShared;
 use crate::runtime::images::oci::RunConfig;
 use crate::runtime::images::store::write_atomic;
 use crate::runtime::images::{disk, normalize_reference};
+use crate::runtime::network::{BoundForward, NetworkOptions, NetworkStats};
 use crate::runtime::spec::{DiskFormat, Protections, PROTECTIONS_FILE};
 use crate::runtime::vm::{validate_resources, AttachInfo, RootDisk, ShimExit, Vm, VmOptions};
 
@@ -46,11 +47,24 @@ pub struct BoxOptions {
     /// start, when the image is known), at most 4096.
     #[serde(default)]
     pub disk_size_gib: Option<u32>,
+    /// The box's network: full outbound unless set otherwise (docs/network.md). Records
+    /// written before the field existed get the default.
+    #[serde(default)]
+    pub network: NetworkOptions,
 }
 
 impl Default for BoxOptions {
     fn default() -> Self {
-        BoxOptions { name: None, vcpus: 1, memory_mib: 256, image: None, root_disk: None, detached: false, disk_size_gib: None }
+        BoxOptions {
+            name: None,
+            vcpus: 1,
+            memory_mib: 256,
+            image: None,
+            root_disk: None,
+            detached: false,
+            disk_size_gib: None,
+            network: NetworkOptions::default(),
+        }
     }
 }
 
@@ -124,6 +138,9 @@ pub struct BoxMetrics {
     pub last_boot_ms: Option<f64>,
     pub boots: u64,
     pub exec: ExecMetrics,
+    /// The running box's network gateway figures (None: stopped, no network device, or the
+    /// box busy starting or stopping; `LiteBox::network_stats` waits for it).
+    pub network: Option<NetworkStats>,
 }
 
 /// A box. Cheap to clone; clones are the same box. Send + Sync.
@@ -309,8 +326,9 @@ impl LiteBox {
     }
 
     pub fn metrics(&self) -> BoxMetrics {
+        let network = self.inner.vm.try_lock().ok().and_then(|vm| vm.as_ref().and_then(|vm| vm.network_stats()));
         let state = self.state();
-        BoxMetrics { last_boot_ms: state.last_boot_ms, boots: state.boots, exec: self.inner.exec_counters.snapshot() }
+        BoxMetrics { last_boot_ms: state.last_boot_ms, boots: state.boots, exec: self.inner.exec_counters.snapshot(), network }
     }
 
     /// Guest CPU and memory as the agent reports them (the box must be running).
@@ -320,6 +338,30 @@ impl LiteBox {
             Some(vm) => vm.guest_stats().await,
             None => Err(Error::InvalidState { what: format!("box {}", self.inner.id), reason: "it is not running".into() }),
         }
+    }
+
+    /// The running box's port forwards as bound on the host (a requested port 0 resolved).
+    /// An error when the box is not running; a detached box that another runtime started is
+    /// attached first.
+    pub async fn forwarded_ports(&self) -> Result<Vec<BoundForward>> {
+        Ok(self.running_now("port forwards").await?.forwarded_ports().to_vec())
+    }
+
+    /// The running box's network gateway figures; None when it has no network device or
+    /// the gateway has written none yet. An error when the box is not running.
+    pub async fn network_stats(&self) -> Result<Option<NetworkStats>> {
+        Ok(self.running_now("network figures").await?.network_stats())
+    }
+
+    /// The VM of a box that is running now (never boots a stopped one).
+    async fn running_now(&self, wanted: &str) -> Result<Arc<Vm>> {
+        if self.status() != BoxStatus::Running {
+            return Err(Error::InvalidState {
+                what: format!("box {}", self.inner.id),
+                reason: format!("it is not running, so it has no {wanted}; start it first"),
+            });
+        }
+        self.running_vm().await
     }
 
     /// Boots the box's VM, if it is not running already.
@@ -438,6 +480,7 @@ impl LiteBox {
         options.vcpus = self.inner.options.vcpus;
         options.memory_mib = self.inner.options.memory_mib;
         options.detached = self.inner.options.detached;
+        options.network = self.inner.options.network.clone();
         options.root_disk = match &self.inner.options.image {
             Some(reference) => Some(self.image_disk(reference).await?),
             None => self.inner.options.root_disk.clone(),
@@ -554,6 +597,7 @@ fn watch_for_exit(inner: Weak<BoxInner>, mut exit: tokio::sync::watch::Receiver<
 
 fn validate(options: &BoxOptions) -> Result<()> {
     validate_resources(options.vcpus, options.memory_mib)?;
+    options.network.validate()?;
     if let Some(name) = &options.name {
         let valid =
             !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));

@@ -1,5 +1,5 @@
 //! Finding the programs and guest files a VM needs: boxlite-shim, the guest kernel and
-//! initramfs, and for the qemu engine qemu-system-x86_64 and vhost-device-vsock.
+//! initramfs, the network gateway, and for the qemu engine qemu-system-x86_64 and vhost-device-vsock.
 //!
 //! Each is looked up in order: an explicit path, its environment variable (the override for
 //! development), then an install prefix's libexec/boxlite/ and share/boxlite/ found from
@@ -18,6 +18,7 @@ pub const GUEST_DIR_ENV: &str = "BOXLITE_GUEST_DIR";
 pub const QEMU_ENV: &str = "BOXLITE_QEMU";
 pub const VHOST_VSOCK_ENV: &str = "BOXLITE_VHOST_VSOCK";
 pub const CACHE_ENV: &str = "BOXLITE_CACHE";
+pub const NETGW_ENV: &str = "BOXLITE_NETGW";
 
 const SETUP_FIX: &str = "Run scripts/setup.sh (it builds the kernel, the agent and the tools), or set";
 
@@ -129,6 +130,16 @@ pub fn shim(explicit: Option<&Path>) -> Result<PathBuf> {
         candidates.push(exe.join("../boxlite-shim")); // cargo: target/debug/deps/<test binary>
     }
     first_file("boxlite-shim", SHIM_ENV, explicit, candidates)
+}
+
+/// The network gateway, installed and built beside the shim.
+pub fn netgw() -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = prefix_dirs("libexec/boxlite").into_iter().map(|d| d.join("boxlite-netgw")).collect();
+    if let Some(exe) = exe_dir() {
+        candidates.push(exe.join("boxlite-netgw")); // cargo: target/debug/<exe>
+        candidates.push(exe.join("../boxlite-netgw")); // cargo: target/debug/deps/<test binary>
+    }
+    first_file("boxlite-netgw (the network gateway)", NETGW_ENV, None, candidates)
 }
 
 pub fn qemu() -> Result<PathBuf> {

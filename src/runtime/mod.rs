@@ -12,6 +12,7 @@ pub mod helpers;
 pub mod home;
 pub mod images;
 pub mod logging;
+pub mod network;
 pub mod sink;
 pub mod spec;
 pub(crate) mod sys;

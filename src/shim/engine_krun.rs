@@ -6,6 +6,7 @@ use boxlite_vmspec::spec::VmSpec;
 use tokio::sync::oneshot;
 
 use crate::jail::Jailed;
+use crate::network::Gateway;
 
 /// The library checks this before spawning us; checking again keeps a hand-written spec
 /// from sending libkrun into a guest that dies with KVM_EXIT_INTERNAL_ERROR. Called before
@@ -22,8 +23,16 @@ pub fn check_host() -> Result<(), String> {
 }
 
 #[cfg(feature = "krun")]
-pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
+pub fn run(
+    spec: &VmSpec,
+    jailed: &mut Jailed,
+    gateway: Option<Gateway>,
+    parent_gone: Option<oneshot::Receiver<()>>,
+) -> Result<i32, String> {
     use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+
+    use boxlite_vmspec::network::GUEST_MAC;
 
     use boxlite_shim::seccomp::{self, Policy};
     use boxlite_vmspec::spec::{remove_socket_files, DiskFormat, ShimEvent};
@@ -39,6 +48,11 @@ pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Rece
         }
     };
 
+    // The frame socket stays open for libkrun (krun_start_enter never returns).
+    let (net_fd, gateway_exited, gateway_pid, forwards) = match gateway {
+        Some(g) => (Some(g.vmm_end), Some(g.exited), Some(g.pid), g.forwards),
+        None => (None, None, None, Vec::new()),
+    };
     let kernel = path_cstring("kernel path", &spec.kernel)?;
     let initramfs = path_cstring("initramfs path", &spec.initramfs)?;
     let cmdline = cstring("kernel command line", &spec.cmdline)?;
@@ -86,6 +100,12 @@ pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Rece
         for (id, path, format, read_only) in &disks {
             check("krun_add_disk2", krun::krun_add_disk2(ctx, id.as_ptr(), path.as_ptr(), *format, *read_only))?;
         }
+        if let Some(net_fd) = &net_fd {
+            // The gateway's frame socket by descriptor (no path); no offloads: the gateway
+            // takes plain frames with full checksums, as qemu's stream netdev sends them.
+            let fd = net_fd.as_raw_fd();
+            check("krun_add_net_unixstream", krun::krun_add_net_unixstream(ctx, std::ptr::null(), fd, GUEST_MAC.as_ptr(), 0, 0))?;
+        }
 
         if let Some(parent_gone) = parent_gone {
             // krun_start_enter holds this thread; another one acts for the watchdog (krun
@@ -97,19 +117,41 @@ pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Rece
                 std::process::exit(1);
             });
         }
+        if let Some(exited) = gateway_exited {
+            // The gateway ending ends the VM too (as under qemu). krun enters no pid
+            // namespace, so a thread can still be started to wait for it.
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                if exited.blocking_recv().is_ok() {
+                    eprintln!("boxlite-shim: the network gateway exited; stopping the VM");
+                    remove_socket_files(&spec);
+                    std::process::exit(1);
+                }
+            });
+        }
         if spec.jail.seccomp {
-            // libkrun runs the VM on this process's threads: one policy for all of them.
+            // libkrun runs the VM on this process's threads: one policy for all of them
+            // (the gateway installs its own on itself).
             jailed.protections.seccomp = vec![Policy::Krun.name().to_string()];
+            if gateway_pid.is_some() {
+                jailed.protections.seccomp.push(Policy::Netgw.name().to_string());
+            }
             jailed.write_record()?;
             seccomp::apply_all_threads(Policy::Krun).map_err(|e| format!("seccomp ({}): {e}", Policy::Krun.name()))?;
         }
-        report(&ShimEvent::VmStarted { vmm_pid: std::process::id(), helper_pids: Vec::new(), forwards: Vec::new() });
+        let helper_pids = gateway_pid.into_iter().collect();
+        report(&ShimEvent::VmStarted { vmm_pid: std::process::id(), helper_pids, forwards });
         let rc = krun::krun_start_enter(ctx);
         Err(format!("krun_start_enter failed: {}", std::io::Error::from_raw_os_error(-rc)))
     }
 }
 
 #[cfg(not(feature = "krun"))]
-pub fn run(_spec: &VmSpec, _jailed: &mut Jailed, _parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
+pub fn run(
+    _spec: &VmSpec,
+    _jailed: &mut Jailed,
+    _gateway: Option<Gateway>,
+    _parent_gone: Option<oneshot::Receiver<()>>,
+) -> Result<i32, String> {
     Err("this boxlite-shim was built without the krun engine (cargo feature `krun`); use the qemu engine (BOXLITE_ENGINE=qemu)".into())
 }

@@ -1,8 +1,8 @@
-//! The qemu engine: runs vhost-device-vsock and qemu-system-x86_64 and supervises both. When
-//! either ends, or the watchdog fires, or SIGTERM arrives, both are stopped together and the
-//! sockets removed.
+//! The qemu engine: runs vhost-device-vsock and qemu-system-x86_64 and supervises both, and
+//! the network gateway when the box has one. When any of them ends, or the watchdog fires,
+//! or SIGTERM arrives, all are stopped together and the sockets removed.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -10,25 +10,36 @@ use std::time::{Duration, Instant};
 
 use boxlite_shim::seccomp::{self, Policy};
 use boxlite_shim::sys;
-use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args};
+use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args, QEMU_NET_FD};
 use boxlite_vmspec::spec::{remove_socket_files, ShimEvent, VmSpec};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::jail::Jailed;
+use crate::network::Gateway;
 use crate::report;
 
 /// How long vhost-device-vsock may take to create its socket (it takes ~3 ms).
 const BACKEND_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn run(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
+pub fn run(
+    spec: &VmSpec,
+    jailed: &mut Jailed,
+    gateway: Option<Gateway>,
+    parent_gone: Option<oneshot::Receiver<()>>,
+) -> Result<i32, String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the async runtime: {e}"))?;
-    runtime.block_on(supervise(spec, jailed, parent_gone))
+    runtime.block_on(supervise(spec, jailed, gateway, parent_gone))
 }
 
-async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<oneshot::Receiver<()>>) -> Result<i32, String> {
+async fn supervise(
+    spec: &VmSpec,
+    jailed: &mut Jailed,
+    gateway: Option<Gateway>,
+    parent_gone: Option<oneshot::Receiver<()>>,
+) -> Result<i32, String> {
     let qemu_path = spec.qemu.as_deref().ok_or("the spec names no qemu binary")?;
     let vhost_path = spec.vhost_vsock.as_deref().ok_or("the spec names no vhost-device-vsock binary")?;
     // Detached: the library going away is no signal, so wait on nothing.
@@ -42,13 +53,33 @@ async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<onesh
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("watching SIGTERM: {e}"))?;
 
     let filter = |policy: Policy| spec.jail.seccomp.then(|| seccomp::program(policy));
-    let mut vhost = spawn_child(vhost_path, vhost_vsock_args(spec), filter(Policy::VhostVsock))?;
+    // The gateway ending ends the VM too: a box whose network vanished is not what was asked for.
+    let gateway_pid = gateway.as_ref().map(|g| g.pid);
+    let (net_fd, gateway_exited, forwards) = match gateway {
+        Some(g) => (Some(g.vmm_end), Some(g.exited), g.forwards),
+        None => (None, None, Vec::new()),
+    };
+    let gateway_gone = async move {
+        // A watcher that failed (dropped its sender without a word) is no exit.
+        let exited = match gateway_exited {
+            Some(receiver) => receiver.await.is_ok(),
+            None => false,
+        };
+        if !exited {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(gateway_gone);
+    let mut vhost = spawn_child(vhost_path, vhost_vsock_args(spec), filter(Policy::VhostVsock), None)?;
     if let Err(e) = wait_for_socket(&spec.vhost_user_socket(), &mut vhost).await {
         stop(&mut vhost).await;
         remove_socket_files(spec);
         return Err(e);
     }
-    let mut qemu = match spawn_child(qemu_path, qemu_args(spec), filter(Policy::Qemu)) {
+    let qemu = spawn_child(qemu_path, qemu_args(spec), filter(Policy::Qemu), net_fd.as_ref().map(|fd| fd.as_fd()));
+    // qemu holds the frame socket alone now: when it ends, the gateway reads EOF and exits.
+    drop(net_fd);
+    let mut qemu = match qemu {
         Ok(child) => child,
         Err(e) => {
             stop(&mut vhost).await;
@@ -59,7 +90,11 @@ async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<onesh
     if spec.jail.seccomp {
         // The shim's own filter comes after its children exist: it is inherited, and would
         // narrow theirs. TSYNC covers the watchdog thread too.
-        let installed = [Policy::VhostVsock, Policy::Qemu, Policy::Supervisor];
+        let mut installed = vec![Policy::VhostVsock, Policy::Qemu, Policy::Supervisor];
+        if gateway_pid.is_some() {
+            // The gateway installs it on itself before it reads a frame (and exits if it cannot).
+            installed.push(Policy::Netgw);
+        }
         jailed.protections.seccomp = installed.iter().map(|p| p.name().to_string()).collect();
         let applied = jailed.write_record().and_then(|()| seccomp::apply_all_threads(Policy::Supervisor));
         if let Err(e) = applied {
@@ -71,7 +106,9 @@ async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<onesh
     }
     let qemu_pid = qemu.id().unwrap_or(0);
     let vhost_pid = vhost.id().unwrap_or(0);
-    report(&ShimEvent::VmStarted { vmm_pid: qemu_pid, helper_pids: vec![vhost_pid], forwards: Vec::new() });
+    let mut helper_pids = vec![vhost_pid];
+    helper_pids.extend(gateway_pid);
+    report(&ShimEvent::VmStarted { vmm_pid: qemu_pid, helper_pids, forwards });
 
     let code = tokio::select! {
         status = qemu.wait() => {
@@ -84,6 +121,12 @@ async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<onesh
             let status = status.map_err(|e| format!("waiting for vhost-device-vsock: {e}"))?;
             eprintln!("boxlite-shim: vhost-device-vsock exited ({}); stopping qemu", describe(status));
             stop(&mut qemu).await;
+            1
+        }
+        () = &mut gateway_gone => {
+            eprintln!("boxlite-shim: the network gateway exited; stopping the VM");
+            stop(&mut qemu).await;
+            stop(&mut vhost).await;
             1
         }
         _ = sigterm.recv() => {
@@ -105,17 +148,27 @@ async fn supervise(spec: &VmSpec, jailed: &mut Jailed, parent_gone: Option<onesh
 /// Spawns a helper whose stdout and stderr go to the shim's log (never to the status pipe),
 /// which the kernel kills if the shim dies, and which runs under its seccomp filter from
 /// its first instruction (installed between fork and exec).
-fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>, filter: Option<Vec<libc::sock_filter>>) -> Result<Child, String> {
+/// `pass_fd`, when given, is inherited as `QEMU_NET_FD`.
+fn spawn_child(
+    program: &Path,
+    args: Vec<std::ffi::OsString>,
+    filter: Option<Vec<libc::sock_filter>>,
+    pass_fd: Option<BorrowedFd<'_>>,
+) -> Result<Child, String> {
     let log = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| format!("dup stderr: {e}"))?;
     let log2 = log.try_clone().map_err(|e| format!("dup stderr: {e}"))?;
     let shim = own_pidfd()?;
     let shim_fd: RawFd = shim.as_raw_fd();
+    // A copy numbered above the target, so that dup2 never has source == target (which
+    // would leave close-on-exec set) and overwrites nothing the child still needs.
+    let passed = pass_fd.map(|fd| sys::dup_cloexec_at_least(fd, QEMU_NET_FD + 1)).transpose().map_err(|e| format!("dup: {e}"))?;
+    let passed_fd: Option<RawFd> = passed.as_ref().map(|fd| fd.as_raw_fd());
     let mut command = Command::new(program);
     command.args(&args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe calls (prctl, poll, seccomp, _exit), allocating nothing, on data
-    // prepared before the fork (`filter` moves in; `shim_fd` stays open in the parent until
-    // spawn returns, so the child's copy is open too). PR_SET_PDEATHSIG ties the child to
+    // async-signal-safe calls (prctl, poll, dup2, seccomp, _exit), allocating nothing, on
+    // data prepared before the fork (`filter` moves in; `shim_fd` and `passed_fd` stay open
+    // in the parent until spawn returns, so the child's copies are open too). PR_SET_PDEATHSIG ties the child to
     // the thread that forks it, the shim's main thread, which lives as long as the shim does.
     unsafe {
         command.as_std_mut().pre_exec(move || {
@@ -126,6 +179,11 @@ fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>, filter: Option<Vec
             if libc::poll(&mut shim, 1, 0) != 0 {
                 libc::_exit(1);
             }
+            if let Some(fd) = passed_fd {
+                if libc::dup2(fd, QEMU_NET_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some(filter) = &filter {
                 seccomp::apply_prepared(filter)?;
             }
@@ -133,7 +191,7 @@ fn spawn_child(program: &Path, args: Vec<std::ffi::OsString>, filter: Option<Vec
         });
     }
     let child = command.kill_on_drop(true).spawn().map_err(|e| format!("spawn {}: {e}", program.display()));
-    drop(shim);
+    drop((shim, passed));
     child
 }
 

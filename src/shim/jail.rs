@@ -42,7 +42,10 @@ impl Jailed {
     }
 }
 
-pub fn apply(spec: &VmSpec) -> Result<Jailed, String> {
+/// The jail's first half: validate, close inherited descriptors, clear the environment,
+/// join the cgroup. What must run in the host's namespaces (the network gateway) starts
+/// between this and `enclose`.
+pub fn prepare(spec: &VmSpec) -> Result<Jailed, String> {
     // Files the shim creates in the jail are not writable by others, whatever the caller's umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let mut applied = Protections::default();
@@ -61,9 +64,15 @@ pub fn apply(spec: &VmSpec) -> Result<Jailed, String> {
         applied.cgroups = join_cgroup(spec)?;
     }
     let record = File::create(spec.protections_file()).map_err(|e| format!("create {}: {e}", spec.protections_file().display()))?;
-    let mut jailed = Jailed { protections: applied, record };
+    let jailed = Jailed { protections: applied, record };
     // Recorded now too, so that the library removes the cgroups if a later step fails.
     jailed.write_record()?;
+    Ok(jailed)
+}
+
+/// The jail's second half: namespaces and pivot_root, rlimits, the VM's own uid,
+/// no_new_privs (seccomp comes from the engine).
+pub fn enclose(spec: &VmSpec, jailed: &mut Jailed) -> Result<(), String> {
     let applied = &mut jailed.protections;
     if spec.jail.namespaces {
         let mounts = jail_root::plan(spec)?;
@@ -85,7 +94,7 @@ pub fn apply(spec: &VmSpec) -> Result<Jailed, String> {
     }
     jailed.write_record()?;
     eprintln!("boxlite-shim: protections: {:?}", jailed.protections);
-    Ok(jailed)
+    Ok(())
 }
 
 /// The largest file the VMM has a reason to write: its biggest writable disk, plus a margin.

@@ -10,6 +10,7 @@ mod engine_krun;
 mod engine_qemu;
 mod jail;
 mod jail_root;
+mod network;
 mod qcow2;
 mod watchdog;
 
@@ -33,13 +34,28 @@ fn main() {
         }
     }
     let parent_gone = (!spec.detached).then(watchdog::watch_stdin);
-    let mut jailed = match jail::apply(&spec) {
+    let mut jailed = match jail::prepare(&spec) {
         Ok(jailed) => jailed,
         Err(message) => fail(format!("cannot jail the shim: {message}")),
     };
+    // Between the two halves of the jail: the gateway must stay in the host's network
+    // namespace, and starts in the box's cgroup.
+    let gateway = match &spec.network {
+        Some(network) => match network::start(&spec, network) {
+            Ok(gateway) => Some(gateway),
+            Err(message) => fail(format!("cannot start the network gateway: {message}")),
+        },
+        None => None,
+    };
+    if let Some(gateway) = &gateway {
+        jailed.protections.network_gateway_uid = gateway.uid;
+    }
+    if let Err(message) = jail::enclose(&spec, &mut jailed) {
+        fail(format!("cannot jail the shim: {message}"));
+    }
     let result = match spec.engine {
-        EngineKind::Qemu => engine_qemu::run(&spec, &mut jailed, parent_gone),
-        EngineKind::Krun => engine_krun::run(&spec, &mut jailed, parent_gone),
+        EngineKind::Qemu => engine_qemu::run(&spec, &mut jailed, gateway, parent_gone),
+        EngineKind::Krun => engine_krun::run(&spec, &mut jailed, gateway, parent_gone),
     };
     match result {
         Ok(code) => std::process::exit(code),

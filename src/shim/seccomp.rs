@@ -5,6 +5,7 @@
 //!   (Command::pre_exec), so the policy covers the helper from its first instruction.
 //! - supervisor: the shim after it has spawned both helpers, `apply_all_threads`.
 //! - krun: the shim before `krun_start_enter`, `apply_all_threads`.
+//! - netgw: boxlite-netgw on itself before it reads its first frame, `apply_all_threads`.
 //!
 //! Every policy's default action kills the whole process (SECCOMP_RET_KILL_PROCESS): a
 //! violation shows as death by SIGSYS and a `type=1326` audit line naming the syscall.
@@ -26,10 +27,12 @@ pub enum Policy {
     Supervisor,
     /// The shim running libkrun's VMM, from krun_start_enter on.
     Krun,
+    /// boxlite-netgw, the box's network gateway, once its descriptors and runtime are set up.
+    Netgw,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 4] = [Policy::Qemu, Policy::VhostVsock, Policy::Supervisor, Policy::Krun];
+    pub const ALL: [Policy; 5] = [Policy::Qemu, Policy::VhostVsock, Policy::Supervisor, Policy::Krun, Policy::Netgw];
 
     /// The policy's name: its file seccomp/<name>.json and the probe's argument.
     pub fn name(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Policy {
             Policy::VhostVsock => "vhost_vsock",
             Policy::Supervisor => "supervisor",
             Policy::Krun => "krun",
+            Policy::Netgw => "netgw",
         }
     }
 
@@ -51,6 +55,7 @@ impl Policy {
             Policy::VhostVsock => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_vhost_vsock.bpf")),
             Policy::Supervisor => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_supervisor.bpf")),
             Policy::Krun => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_krun.bpf")),
+            Policy::Netgw => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_netgw.bpf")),
         }
     }
 }
@@ -132,6 +137,7 @@ mod tests {
         // ...while the shim's own policy has no execve: the child dies by SIGSYS.
         assert_eq!(true_under(Policy::Supervisor).signal(), Some(libc::SIGSYS));
         assert_eq!(true_under(Policy::Krun).signal(), Some(libc::SIGSYS));
+        assert_eq!(true_under(Policy::Netgw).signal(), Some(libc::SIGSYS));
     }
 
     #[test]

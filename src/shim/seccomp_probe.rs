@@ -27,7 +27,7 @@ fn main() {
     // The helpers' policies go on in pre_exec, the shim's with TSYNC: install them the same way.
     let installed = match policy {
         Policy::Qemu | Policy::VhostVsock => apply_prepared(&program(policy)).map_err(|e| e.to_string()),
-        Policy::Supervisor | Policy::Krun => apply_all_threads(policy),
+        Policy::Supervisor | Policy::Krun | Policy::Netgw => apply_all_threads(policy),
     };
     if let Err(e) = installed {
         eprintln!("boxlite-seccomp-probe: installing {}: {e}", policy.name());

@@ -4,8 +4,9 @@
 //! Unsafe code of the shim outside this module, and why it stays where it is:
 //! - `jail::close_inherited_fds`: calls `close_fds_from`, first in the jail, when nothing
 //!   owns a descriptor above stderr yet;
-//! - `engine_qemu::spawn_child`'s `pre_exec` closure: it runs between fork and exec, and its
-//!   SAFETY comment is about what that closure does there, so it sits beside the closure;
+//! - the `pre_exec` closures of `engine_qemu::spawn_child` and `network::start`: they run
+//!   between fork and exec, and their SAFETY comments are about what each closure does
+//!   there, so they sit beside the closures;
 //! - `engine_krun::run`: calls into libkrun's C API (an FFI binding, not a system call);
 //! - `jail::apply`'s `remove_var`: sound only because of the order in which the jail runs
 //!   (no thread but the watchdog, which never reads the environment);
@@ -13,7 +14,7 @@
 //! - the `pre_exec` in `seccomp`'s tests: installs a policy in a child, as the engine does.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Closes every descriptor from `first` up (close_range(2)). Errors are not reported: the
 /// only one possible here is ENOSYS on kernels before 5.9.
@@ -37,6 +38,17 @@ pub fn pidfd_open_self() -> io::Result<OwnedFd> {
     }
     // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// A close-on-exec copy of `fd` numbered `lowest` or more (fcntl F_DUPFD_CLOEXEC).
+pub fn dup_cloexec_at_least(fd: BorrowedFd<'_>, lowest: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the borrow keeps open; it takes integers only.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, lowest) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 /// Installs a seccomp BPF program on the calling thread (seccomp(2),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use boxlite::{DiskFormat, EngineChoice, RootDisk, Vm, VmOptions};
 
+pub mod net;
 pub mod registry;
 
 /// A fresh run directory per test, removed when the test passes.

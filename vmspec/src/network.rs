@@ -26,11 +26,8 @@ pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x02];
 /// The guest's MTU (the frame protocol carries frames of up to MTU + 14 bytes).
 pub const MTU: usize = 1500;
 
-/// Kernel command-line key telling the agent to configure eth0:
-/// `boxlite.net=<guest addr>/<prefix>,<gateway>,<dns>` (absent: no network device).
-pub const CMDLINE_NETWORK: &str = "boxlite.net";
-
-/// The value of `boxlite.net=` for a box with a network device.
+/// The value of the kernel command line's `boxlite.net=` (`boxlite_protocol::CMDLINE_NETWORK`,
+/// which the agent reads) for a VM with a network device.
 pub fn guest_cmdline_value() -> String {
     format!("{GUEST_ADDR}/{PREFIX_LEN},{GATEWAY_ADDR},{GATEWAY_ADDR}")
 }
@@ -144,7 +141,7 @@ impl AllowRule {
     /// Whether a connection to `addr:port` matches this rule's network (name rules never
     /// match an address directly: the gateway learns their addresses by resolving them).
     pub fn matches_addr(&self, addr: Ipv4Addr, port: u16) -> bool {
-        let port_ok = self.port.map_or(true, |p| p == port);
+        let port_ok = self.port.unwrap_or(port) == port;
         match &self.target {
             AllowTarget::Net { addr: net, prefix_len } => {
                 let mask = prefix_mask(*prefix_len);
@@ -308,6 +305,14 @@ pub struct GatewayConfig {
     pub forwards: Vec<ForwardTarget>,
     #[serde(default)]
     pub limits: GatewayLimits,
+    /// Install the `netgw` seccomp policy on itself once set up (off only when the box's
+    /// seccomp protection is turned off, for debugging).
+    #[serde(default = "seccomp_on")]
+    pub seccomp: bool,
+}
+
+fn seccomp_on() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,11 @@
 
 use std::ffi::OsString;
 
+use crate::network::GUEST_MAC;
 use crate::spec::{DiskFormat, VmSpec, GUEST_CID};
+
+/// The descriptor qemu gets its end of the network frame socket on (`-netdev stream`).
+pub const QEMU_NET_FD: i32 = 3;
 
 /// Arguments for vhost-device-vsock serving this VM's vsock.
 pub fn vhost_vsock_args(spec: &VmSpec) -> Vec<OsString> {
@@ -54,6 +58,13 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
             &format!("id={},file={},format={format},if=none,read-only={read_only},cache=unsafe", disk.id, disk.path.display()),
         ]);
         push(&["-device", &format!("virtio-blk-device,drive={},serial={}", disk.id, disk.id)]);
+    }
+    if spec.network.is_some() {
+        // The gateway's frames (4-byte length, then the Ethernet frame) on an inherited,
+        // already connected socket: no path for the jailed VMM to reach.
+        push(&["-netdev", &format!("stream,id=net0,server=off,addr.type=fd,addr.str={QEMU_NET_FD}")]);
+        let mac = GUEST_MAC.map(|b| format!("{b:02x}")).join(":");
+        push(&["-device", &format!("virtio-net-device,netdev=net0,mac={mac}")]);
     }
     args
 }
@@ -108,6 +119,21 @@ mod tests {
     fn kvm_when_hardware_acceleration() {
         let line = joined(qemu_args(&spec(true)));
         assert!(line.contains("-accel kvm -cpu host"), "{line}");
+    }
+
+    #[test]
+    fn network_device_only_with_a_network() {
+        assert!(!joined(qemu_args(&spec(false))).contains("netdev"));
+        let mut with_network = spec(false);
+        with_network.network = Some(crate::network::NetworkSpec {
+            egress: crate::network::EgressPolicy::DenyAll,
+            dns_upstreams: Vec::new(),
+            forwards: Vec::new(),
+            gateway: "/g/boxlite-netgw".into(),
+        });
+        let line = joined(qemu_args(&with_network));
+        assert!(line.contains("-netdev stream,id=net0,server=off,addr.type=fd,addr.str=3"), "{line}");
+        assert!(line.contains("-device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"), "{line}");
     }
 
     #[test]

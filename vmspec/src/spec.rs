@@ -114,6 +114,8 @@ pub struct Protections {
     pub seccomp: Vec<String>,
     pub environment_cleared: bool,
     pub inherited_fds_closed: bool,
+    /// The uid (= gid) the network gateway runs as, when privileges were dropped.
+    pub network_gateway_uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,6 +2,7 @@
 
 use super::supervise::supervise_attached;
 use super::*;
+use crate::runtime::network::BoundForward;
 
 /// What a detached VM's box keeps (`vm.json`) so that a later runtime can attach to it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -10,6 +11,9 @@ pub struct AttachInfo {
     pub shim_pid: u32,
     pub vmm_pid: u32,
     pub boot_id: String,
+    /// The port forwards as bound at boot.
+    #[serde(default)]
+    pub forwards: Vec<BoundForward>,
 }
 impl Vm {
     /// Reconnects to a detached VM that another runtime booted: checks that its shim still
@@ -37,6 +41,7 @@ impl Vm {
             shim_pid: info.shim_pid,
             vmm_pid: info.vmm_pid,
             helper_pids: Vec::new(),
+            forwards: info.forwards,
             link,
             first_ping,
             timings: BootTimings { vm_running: Duration::ZERO, first_ping: Duration::ZERO },
@@ -48,6 +53,12 @@ impl Vm {
 
     /// What a later runtime needs to attach to this VM.
     pub fn attach_info(&self) -> AttachInfo {
-        AttachInfo { spec: (*self.spec).clone(), shim_pid: self.shim_pid, vmm_pid: self.vmm_pid, boot_id: self.first_ping.boot_id.clone() }
+        AttachInfo {
+            spec: (*self.spec).clone(),
+            shim_pid: self.shim_pid,
+            vmm_pid: self.vmm_pid,
+            boot_id: self.first_ping.boot_id.clone(),
+            forwards: self.forwards.clone(),
+        }
     }
 }

@@ -28,6 +28,7 @@ use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization}
 use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
 use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::helpers;
+use crate::runtime::network::{BoundForward, NetworkOptions, NetworkStats};
 use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections, ShimEvent, VmSpec};
 
 mod attach;
@@ -71,6 +72,8 @@ pub struct VmOptions {
     pub detached: bool,
     /// The shim's protections; all on unless turned off (for debugging only).
     pub jail: JailOptions,
+    /// The VM's network. `VmOptions::new` gives none (a bare VM); boxes default to outbound.
+    pub network: NetworkOptions,
 }
 
 impl VmOptions {
@@ -88,11 +91,13 @@ impl VmOptions {
             boot_timeout: Duration::from_secs(30),
             detached: false,
             jail: JailOptions::default(),
+            network: NetworkOptions::none(),
         }
     }
 
     fn validate(&self) -> Result<()> {
         validate_resources(self.vcpus, self.memory_mib)?;
+        self.network.validate()?;
         if self.boot_timeout.is_zero() {
             return Err(Error::InvalidOption { field: "boot_timeout", reason: "must be more than zero".into() });
         }
@@ -158,6 +163,8 @@ pub struct Vm {
     shim_pid: u32,
     vmm_pid: u32,
     helper_pids: Vec<u32>,
+    /// The port forwards as bound on the host (requested port 0 resolved).
+    forwards: Vec<BoundForward>,
     link: Link,
     first_ping: PingResponse,
     timings: BootTimings,
@@ -258,6 +265,19 @@ impl Link {
     }
 }
 impl Vm {
+    /// The port forwards as the shim bound them on the host (a requested port 0 resolved).
+    pub fn forwarded_ports(&self) -> &[BoundForward] {
+        &self.forwards
+    }
+
+    /// The network gateway's figures, read from the file it rewrites (None: no network
+    /// device, or no figures written yet).
+    pub fn network_stats(&self) -> Option<NetworkStats> {
+        self.spec.network.as_ref()?;
+        // The gateway rewrites the file in place; a read that races a rewrite is retried.
+        (0..3).find_map(|_| std::fs::read(self.spec.network_stats_file()).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
     pub fn spec(&self) -> &VmSpec {
         &self.spec
     }

@@ -4,6 +4,7 @@
 
 use super::supervise::supervise;
 use super::*;
+use boxlite_vmspec::network;
 
 /// Longest status line the shim may print; a longer one is an error, not an allocation.
 const MAX_SHIM_LINE: usize = 64 * 1024;
@@ -61,8 +62,8 @@ impl Vm {
             event = next_event(&mut events) => event,
             _ = tokio::time::sleep_until(deadline.into()) => Err(format!("the shim did not start the VM within {timeout:?}")),
         };
-        let (vmm_pid, helper_pids) = match started_event {
-            Ok(ShimEvent::VmStarted { vmm_pid, helper_pids, forwards: _ }) => (vmm_pid, helper_pids),
+        let (vmm_pid, helper_pids, forwards) = match started_event {
+            Ok(ShimEvent::VmStarted { vmm_pid, helper_pids, forwards }) => (vmm_pid, helper_pids, forwards),
             // The shim hosts the VMM (krun): its words are bounded like the guest's.
             Ok(ShimEvent::Failed { message }) => return Err(Error::ShimFailed { message: quoted(&message, MAX_QUOTED_MESSAGE) }),
             Err(reason) => {
@@ -119,7 +120,7 @@ impl Vm {
         let spec = Arc::new(spec);
         let lifeline = Arc::new(Lifeline { kill: kill.clone(), detached: spec.detached, _watchdog: watchdog });
         let link = Link { agent, exit: exit.clone(), spec: spec.clone(), _lifeline: lifeline };
-        Ok(Vm { spec, shim_pid, vmm_pid, helper_pids, link, first_ping, timings, exec_counters: Arc::default(), exit, kill })
+        Ok(Vm { spec, shim_pid, vmm_pid, helper_pids, forwards, link, first_ping, timings, exec_counters: Arc::default(), exit, kill })
     }
 }
 
@@ -172,6 +173,10 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         let mode = if root.read_only { "ro" } else { "rw" };
         cmdline_extra = format!("{}=/dev/vda {}={mode} ", boxlite_protocol::CMDLINE_ROOT_DEVICE, boxlite_protocol::CMDLINE_ROOT_MODE);
     }
+    let network = options.network.spec()?;
+    if network.is_some() {
+        cmdline_extra.push_str(&format!("{}={} ", boxlite_protocol::CMDLINE_NETWORK, network::guest_cmdline_value()));
+    }
     cmdline_extra.push_str(&options.extra_cmdline);
     let kernel = real_path(&helpers::kernel(options.kernel.as_deref())?)?;
     let initramfs = real_path(&helpers::initramfs(options.initramfs.as_deref())?)?;
@@ -194,7 +199,7 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         vhost_vsock,
         detached: options.detached,
         jail: options.jail,
-        network: None,
+        network,
     })
 }
 
