@@ -57,6 +57,12 @@
 #define BOXLITE_DISK_READ_ONLY 1
 
 /**
+ * Flags of `boxlite_box_options_add_volume`: the box may read the volume but not write it
+ * (enforced on the host: the server refuses writes, whatever the guest mounts).
+ */
+#define BOXLITE_VOLUME_READ_ONLY 1
+
+/**
  * The version of `boxlite_exec_callbacks_t` this header describes.
  */
 #define BOXLITE_EXEC_CALLBACKS_VERSION 1
@@ -77,7 +83,7 @@ typedef struct boxlite_box_list_t boxlite_box_list_t;
 
 /**
  * Options for `boxlite_box_create` (an opaque builder). Defaults: 1 vCPU, 256 MiB, no
- * name, no root disk, network BOXLITE_NETWORK_OUTBOUND without port forwards.
+ * name, no root disk, network BOXLITE_NETWORK_OUTBOUND without port forwards, no volumes.
  */
 typedef struct boxlite_box_options_t boxlite_box_options_t;
 
@@ -639,6 +645,21 @@ boxlite_error_t *boxlite_box_options_set_disk_size_gib(boxlite_box_options_t *op
 boxlite_error_t *boxlite_box_options_set_root_disk(boxlite_box_options_t *options, const char *path, uint32_t flags);
 
 /**
+ * Adds a volume: the host directory `host_path` (absolute; copied) shared into the box at
+ * `guest_path` (absolute, not `/`; created in the box if missing) with virtio-fs
+ * (docs/volumes.md). `flags`: 0 (read-write) or BOXLITE_VOLUME_READ_ONLY. May be called up
+ * to 16 times. The paths are checked at create (`boxlite_box_create`): the host path must
+ * be an existing directory that neither lies inside nor contains the runtime's home, and
+ * guest paths must not be equal or nested. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULL
+ * arguments, non-UTF-8 paths or unknown flag bits. Not thread-safe for the same options
+ * object.
+ *
+ * # Safety
+ * `options` is NULL or live; `host_path` and `guest_path` are NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_options_add_volume(boxlite_box_options_t *options, const char *host_path, const char *guest_path, uint32_t flags);
+
+/**
  * Frees box options. NULL does nothing.
  *
  * # Safety
@@ -1138,6 +1159,59 @@ boxlite_error_t *boxlite_output_truncated(uint32_t *out_flags, const boxlite_out
  * `output` is NULL or live, and not used afterwards.
  */
 void boxlite_output_free(boxlite_output_t *output);
+
+/**
+ * Copies `host_src` (a file, a symlink or a directory tree on the host) into the box at
+ * `guest_dest` (an absolute path in the box). Modes (setuid included), owners, mtimes,
+ * symlinks (stored as symlinks, never followed) and empty directories are kept. As
+ * `docker cp`: if `guest_dest` is an existing directory the copy goes inside it under the
+ * source's name, else it becomes `guest_dest` (whose parent must exist). A stopped box is
+ * started first and left running. Streams with bounded memory; blocks until the copy is
+ * done. `flags` must be 0 (no flags are defined yet).
+ *
+ * Ownership: every argument is borrowed for the call. NULL for any of `box`, `host_src`,
+ * `guest_dest` is an error.
+ *
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULL or empty arguments, `guest_dest` not UTF-8,
+ * unknown flag bits, a directory onto a file), BOXLITE_ERROR_NOT_FOUND (`host_src`, or
+ * `guest_dest`'s parent, does not exist), BOXLITE_ERROR_IO (a file system call failed, on
+ * the host or in the box: the message names the path), BOXLITE_ERROR_BOOT_FAILED,
+ * BOXLITE_ERROR_VM_EXITED, BOXLITE_ERROR_AGENT.
+ *
+ * Threads: thread-safe; copies into the same box may run at once (the box allows 16 open
+ * copies).
+ *
+ * # Safety
+ * `box` is NULL or live; `host_src` and `guest_dest` are NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_copy_in(const boxlite_box_t *box, const char *host_src, const char *guest_dest, uint32_t flags);
+
+/**
+ * Copies `guest_src` (a file, a symlink or a directory tree in the box; a symlink as the
+ * last component is copied as the symlink) out of the box to `host_dest`. What the box
+ * sends is extracted with the path-safe extractor of image layers: nothing is written
+ * outside the destination, whatever symlinks or paths the box holds. Modes (setuid
+ * included), mtimes and symlinks are kept; owners only when the calling process is root;
+ * extended attributes are not copied. As `docker cp`: if `host_dest` is an existing
+ * directory the copy goes inside it under the source's name, else it becomes `host_dest`
+ * (whose parent must exist). A stopped box is started first and left running. Streams
+ * with bounded memory; blocks until the copy is done. `flags` must be 0.
+ *
+ * Ownership: every argument is borrowed for the call. NULL for any of `box`, `guest_src`,
+ * `host_dest` is an error.
+ *
+ * Errors: BOXLITE_ERROR_INVALID_ARGUMENT (NULL or empty arguments, `guest_src` not UTF-8,
+ * unknown flag bits, a directory onto a file or the reverse), BOXLITE_ERROR_NOT_FOUND
+ * (`guest_src`, or `host_dest`'s parent, does not exist), BOXLITE_ERROR_IO,
+ * BOXLITE_ERROR_AGENT (the box broke the protocol or sent an entry that would leave the
+ * destination: the copy is refused), BOXLITE_ERROR_BOOT_FAILED, BOXLITE_ERROR_VM_EXITED.
+ *
+ * Threads: thread-safe.
+ *
+ * # Safety
+ * `box` is NULL or live; `guest_src` and `host_dest` are NULL or NUL-terminated.
+ */
+boxlite_error_t *boxlite_box_copy_out(const boxlite_box_t *box, const char *guest_src, const char *host_dest, uint32_t flags);
 
 /**
  * Pulls an image (`name[:tag][@digest]`) into the runtime's cache, fetching only blobs it

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything boxlite needs to build and test on a fresh Debian 12 machine, then
-# builds the cached pieces (guest kernel, vsock backend). Idempotent: every step skips work
-# that is already done, so running it again is cheap.
+# builds the cached pieces (guest kernel, vsock backend, virtio-fs server). Idempotent: every
+# step skips work that is already done, so running it again is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,8 @@ APT_PACKAGES=(
   cmake pkg-config g++   # the C API's build, install and C tests (CTest)
   umoci                  # the reference our layer assembly is compared with
   skopeo docker-registry apache2-utils debootstrap  # image tests: a loopback registry, htpasswd, a Python image
+  libcap-ng-dev libseccomp-dev  # building virtiofsd (volumes with the qemu engine)
+  strace                 # scripts/trace-syscalls.sh: measuring the seccomp policies
 )
 
 need_apt=()
@@ -55,6 +57,12 @@ TOOLS="$BOXLITE_CACHE/tools"
 if [ ! -x "$TOOLS/bin/vhost-device-vsock" ]; then
   log "cargo install vhost-device-vsock -> $TOOLS"
   cargo install --locked --quiet --root "$TOOLS" vhost-device-vsock
+fi
+
+# The virtio-fs server for volumes with the qemu engine (docs/volumes.md).
+if [ ! -x "$TOOLS/bin/virtiofsd" ]; then
+  log "cargo install virtiofsd -> $TOOLS"
+  cargo install --locked --quiet --root "$TOOLS" virtiofsd@1.14.0
 fi
 
 if [ ! -x "$TOOLS/bin/cbindgen" ]; then

@@ -16,3 +16,4 @@ pub use runtime::home::{BoxliteRuntime, InvalidBox, RuntimeMetrics, RuntimeOptio
 pub use runtime::network::{AllowRule, BoundForward, NetworkMode, NetworkOptions, NetworkStats, PortForward, Protocol};
 pub use runtime::spec::{DiskFormat, DiskSpec, JailOptions, Protections, VmSpec};
 pub use runtime::vm::{BootTimings, RootDisk, Vm, VmOptions};
+pub use runtime::volumes::Volume;

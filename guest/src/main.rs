@@ -1,17 +1,19 @@
 //! boxlite-guest: the agent inside every box.
 //!
 //! It runs as `/init` (PID 1) of the initramfs: it mounts the pseudo file systems, brings up
-//! the network the kernel command line declares, reaps orphaned children, and serves the
-//! `boxlite.agent.v1` ttrpc services on a vsock port. Its log goes to the console, which the
-//! host keeps as the box's `console.log`.
+//! the network the kernel command line declares, mounts the box's volumes (virtio-fs), reaps
+//! orphaned children, and serves the `boxlite.agent.v1` ttrpc services on a vsock port. Its
+//! log goes to the console, which the host keeps as the box's `console.log`.
 
 mod exec;
+mod files;
 mod network;
 mod pid1;
 mod reaper;
 mod rootfs;
 mod service;
 mod sys;
+mod volumes;
 mod vsock;
 
 use std::sync::Arc;
@@ -51,6 +53,10 @@ fn main() {
     if let Some(network) = &network {
         network::provide_resolv_conf(&root, network);
     }
+    // Host directories shared into the box: mounted by PID 1 only, like the network.
+    if is_pid1 {
+        volumes::mount_all(&root, &volumes::from_cmdline(&cmdline));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -77,7 +83,8 @@ fn main() {
 async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper::Reaper) -> std::io::Result<()> {
     let listener = vsock::connections(port, AGENT_HOST_PORT)?;
     let mut services = boxlite_protocol::agent_ttrpc::create_guest(Arc::new(service::GuestService::new(is_pid1)));
-    services.extend(boxlite_protocol::agent_ttrpc::create_execution(Arc::new(exec::ExecService::new(root, reaper))));
+    services.extend(boxlite_protocol::agent_ttrpc::create_execution(Arc::new(exec::ExecService::new(root.clone(), reaper))));
+    services.extend(boxlite_protocol::agent_ttrpc::create_files(Arc::new(files::FilesService::new(root))));
     let mut server = ttrpc::asynchronous::Server::new().add_listener(listener).register_service(services);
     server.start().await.map_err(|e| std::io::Error::other(format!("ttrpc server start: {e}")))?;
     log!("serving ttrpc on vsock port {port}");

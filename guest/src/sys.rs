@@ -205,6 +205,19 @@ pub fn openat2_in_root(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> 
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// openat(2) of one `name` under `dir` (no resolution rules beyond `flags`: pass O_NOFOLLOW
+/// to refuse a symlink as the last component).
+pub fn open_at(dir: &impl AsRawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: openat reads the NUL-terminated name, alive for the call; `dir` is borrowed
+    // from an object that holds its descriptor open (an OwnedFd, a nix Dir).
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The size of a block device in bytes (BLKGETSIZE64).
 pub fn block_device_size(device: BorrowedFd<'_>) -> io::Result<u64> {
     const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;

@@ -62,3 +62,111 @@ pub const MAX_OUTPUT_CHUNK: u32 = 1024 * 1024;
 
 /// The most bytes one WriteStdin request may carry.
 pub const MAX_STDIN_CHUNK: usize = 1024 * 1024;
+
+/// The most bytes one CopyInWrite request or CopyOutRead response may carry (Files service).
+pub const MAX_COPY_CHUNK: u32 = 1024 * 1024;
+
+/// The most copies (in and out together) the agent keeps open at once.
+pub const MAX_OPEN_COPIES: usize = 16;
+
+/// Kernel command-line key listing the volumes the agent mounts (docs/volumes.md):
+/// `boxlite.volumes=TAG:PATH:MODE[,TAG:PATH:MODE...]`, e.g.
+/// `boxlite.volumes=vol0:/data:rw,vol1:/srv/my%20docs:ro`. TAG is a virtio-fs tag, PATH the
+/// absolute mount point inside the box's root (escaped with [`escape_cmdline_path`]), MODE
+/// `ro` or `rw`. Absent: no volumes.
+pub const CMDLINE_VOLUMES: &str = "boxlite.volumes";
+
+/// One entry of [`CMDLINE_VOLUMES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub tag: String,
+    pub guest_path: String,
+    pub read_only: bool,
+}
+
+/// Escapes a path for the kernel command line: every byte but ASCII letters, digits and
+/// `/._-` becomes `%XX`, so the value holds no space, quote, comma or colon.
+pub fn escape_cmdline_path(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &byte in path {
+        if byte.is_ascii_alphanumeric() || b"/._-".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape_cmdline_path`]; `None` for a malformed escape.
+pub fn unescape_cmdline_path(escaped: &str) -> Option<Vec<u8>> {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The value of [`CMDLINE_VOLUMES`] for these mounts.
+pub fn volumes_cmdline_value(mounts: &[VolumeMount]) -> String {
+    let entries: Vec<String> = mounts
+        .iter()
+        .map(|m| format!("{}:{}:{}", m.tag, escape_cmdline_path(m.guest_path.as_bytes()), if m.read_only { "ro" } else { "rw" }))
+        .collect();
+    entries.join(",")
+}
+
+/// Parses the value of [`CMDLINE_VOLUMES`]: tags of `[A-Za-z0-9_-]`, absolute UTF-8 paths.
+pub fn parse_volumes_cmdline_value(value: &str) -> Result<Vec<VolumeMount>, String> {
+    let mut mounts = Vec::new();
+    for entry in value.split(',').filter(|e| !e.is_empty()) {
+        let mut fields = entry.split(':');
+        let (Some(tag), Some(path), Some(mode), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+            return Err(format!("{entry:?} is not TAG:PATH:MODE"));
+        };
+        if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)) {
+            return Err(format!("{entry:?}: bad tag"));
+        }
+        let path = unescape_cmdline_path(path).and_then(|p| String::from_utf8(p).ok()).ok_or_else(|| format!("{entry:?}: bad path"))?;
+        if !path.starts_with('/') || path.as_bytes().contains(&0) {
+            return Err(format!("{entry:?}: the path must be absolute"));
+        }
+        let read_only = match mode {
+            "ro" => true,
+            "rw" => false,
+            _ => return Err(format!("{entry:?}: the mode must be ro or rw")),
+        };
+        mounts.push(VolumeMount { tag: tag.to_string(), guest_path: path, read_only });
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_survive_the_command_line() {
+        let mounts = vec![
+            VolumeMount { tag: "vol0".into(), guest_path: "/data".into(), read_only: false },
+            VolumeMount { tag: "vol1".into(), guest_path: "/my docs/a,b:c%d\u{e9}".into(), read_only: true },
+        ];
+        let value = volumes_cmdline_value(&mounts);
+        assert_eq!(value, "vol0:/data:rw,vol1:/my%20docs/a%2Cb%3Ac%25d%C3%A9:ro");
+        assert!(!value.contains(' '));
+        assert_eq!(parse_volumes_cmdline_value(&value).unwrap(), mounts);
+        assert!(parse_volumes_cmdline_value("vol0:relative:rw").is_err());
+        assert!(parse_volumes_cmdline_value("vol0:/x:rx").is_err());
+        assert!(parse_volumes_cmdline_value("vol0:/x%2").is_err());
+        assert!(parse_volumes_cmdline_value("v o:/x:ro").is_err());
+    }
+}

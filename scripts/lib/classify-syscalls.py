@@ -25,7 +25,7 @@ EXECVE = re.compile(r'^\d+\.\d+ execve\("([^"]*)"')
 def kind_of_exec(line):
     """The kind of program a successful execve line starts (by its path, not its arguments)."""
     program = os.path.basename(EXECVE.match(line).group(1))
-    for name, kind in (('qemu-system', 'qemu'), ('vhost-device-vsock', 'vhost_vsock'), ('boxlite-shim', 'shim')):
+    for name, kind in (('qemu-system', 'qemu'), ('vhost-device-vsock', 'vhost_vsock'), ('virtiofsd', 'virtiofsd'), ('boxlite-shim', 'shim')):
         if program.startswith(name):
             return kind
     return 'other'
@@ -92,7 +92,7 @@ def classify(trace_dir):
 def main():
     trace_dir, policy_dir = sys.argv[1], sys.argv[2]
     counts, killed = classify(trace_dir)
-    for kind in ('qemu', 'vhost_vsock', 'supervisor', 'pre_exec'):
+    for kind in ('qemu', 'vhost_vsock', 'virtiofsd', 'supervisor', 'pre_exec'):
         seen = counts.get(kind, collections.Counter())
         print(f'== {kind}: {len(seen)} syscalls seen')
         print('   ' + ' '.join(f'{k}:{v}' for k, v in sorted(seen.items())))

@@ -44,6 +44,17 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Copy files or directory trees into or out of a box (docker cp's forms): `boxlite cp
+    /// HOST_PATH BOX:PATH` or `boxlite cp BOX:PATH HOST_PATH`, BOX a name or id. Into an
+    /// existing directory the copy goes inside it; otherwise it takes the destination's name.
+    /// Modes, owners, mtimes and symlinks are kept (docs/volumes.md, "Copy in and out"). A
+    /// stopped box is started for the copy and stopped again.
+    Cp {
+        /// HOST_PATH or BOX:PATH
+        src: String,
+        /// BOX:PATH or HOST_PATH
+        dst: String,
+    },
     /// Pull an image into the cache.
     Pull { reference: String },
     /// List cached images.
@@ -82,6 +93,10 @@ struct RunArgs {
     timings: bool,
     #[command(flatten)]
     network: NetworkArgs,
+    /// Share a host directory into a new box at GUEST (docs/volumes.md); `:ro` makes it
+    /// read-only. Repeatable. An existing box keeps the volumes it was created with
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = parse_volume)]
+    volumes: Vec<boxlite::Volume>,
     /// The command and its arguments (after --); empty runs the image's Entrypoint/Cmd.
     #[arg(last = true)]
     command: Vec<String>,
@@ -129,6 +144,10 @@ fn parse_port_forward(text: &str) -> Result<PortForward, String> {
 
 fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
     boxlite::runtime::network::parse_dns_server(text).map_err(|e| e.to_string())
+}
+
+fn parse_volume(text: &str) -> Result<boxlite::Volume, String> {
+    boxlite::runtime::volumes::parse_volume_arg(text)
 }
 
 impl NetworkArgs {
@@ -210,6 +229,10 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
             Ok(0)
         }
         Command::Rm { name, force } => open()?.remove_box(&name, force).await.map(|()| 0),
+        Command::Cp { src, dst } => {
+            let (src, dst) = (CpPath::parse(&src), CpPath::parse(&dst));
+            copy(&open()?, src, dst).await.map(|()| 0)
+        }
         Command::Pull { reference } => {
             let image = open()?.images().pull(&reference, None).await?;
             println!("{} {}", image.reference, image.manifest_digest);
@@ -225,8 +248,54 @@ async fn run(cli: Cli) -> boxlite::Result<i32> {
     }
 }
 
+/// One side of `boxlite cp`: `BOX:PATH`, or a host path. As docker's: a path that starts
+/// with `/` or `.`, or has no `:`, is the host's (write `./a:b` for a host file named `a:b`).
+#[derive(Debug, PartialEq, Eq)]
+enum CpPath {
+    Host(PathBuf),
+    InBox { name: String, path: String },
+}
+
+impl CpPath {
+    fn parse(text: &str) -> CpPath {
+        if !text.starts_with('/') && !text.starts_with('.') {
+            if let Some((name, path)) = text.split_once(':') {
+                if !name.is_empty() {
+                    return CpPath::InBox { name: name.to_string(), path: path.to_string() };
+                }
+            }
+        }
+        CpPath::Host(PathBuf::from(text))
+    }
+}
+
+async fn copy(runtime: &BoxliteRuntime, src: CpPath, dst: CpPath) -> boxlite::Result<()> {
+    let (name, copy_in, host, guest) = match (src, dst) {
+        (CpPath::Host(host), CpPath::InBox { name, path }) => (name, true, host, path),
+        (CpPath::InBox { name, path }, CpPath::Host(host)) => (name, false, host, path),
+        _ => {
+            return Err(Error::InvalidOption {
+                field: "cp",
+                reason: "give one host path and one BOX:PATH (e.g. boxlite cp ./data mybox:/srv/)".into(),
+            })
+        }
+    };
+    let lite_box = runtime.get_box(&name).ok_or_else(|| Error::NotFound { what: format!("box {name:?}") })?;
+    let was_running = lite_box.status() == boxlite::BoxStatus::Running;
+    let guest = if guest.is_empty() { "/".to_string() } else { guest };
+    let result = if copy_in { lite_box.copy_in(&host, &guest).await } else { lite_box.copy_out(&guest, &host).await };
+    if !was_running {
+        // As `run`: boxes run while a command runs (and stop syncs the box's disk).
+        lite_box.stop().await?;
+    }
+    for warning in result?.warnings {
+        eprintln!("boxlite: {warning}");
+    }
+    Ok(())
+}
+
 async fn run_in_box(runtime: &BoxliteRuntime, args: RunArgs, network: Option<NetworkOptions>) -> boxlite::Result<i32> {
-    let RunArgs { name, image, import_layout, memory: memory_mib, timings, command, .. } = args;
+    let RunArgs { name, image, import_layout, memory: memory_mib, timings, command, volumes, .. } = args;
     let name = name.as_str();
     if let (Some(layout), Some(image)) = (&import_layout, &image) {
         runtime.images().import_layout(layout, None, image)?;
@@ -244,6 +313,15 @@ async fn run_in_box(runtime: &BoxliteRuntime, args: RunArgs, network: Option<Net
                     ),
                 });
             }
+            if !volumes.is_empty() && volumes != existing.options().volumes {
+                return Err(Error::InvalidState {
+                    what: format!("box {name}"),
+                    reason: format!(
+                        "it exists with other volumes than -v asks for; a box's volumes are set when it is created: remove it \
+                         (boxlite rm {name}) to change them, or drop -v"
+                    ),
+                });
+            }
             existing
         }
         None => runtime.create_box(BoxOptions {
@@ -251,6 +329,7 @@ async fn run_in_box(runtime: &BoxliteRuntime, args: RunArgs, network: Option<Net
             image,
             memory_mib,
             network: network.unwrap_or_default(),
+            volumes,
             ..Default::default()
         })?,
     };
@@ -371,6 +450,18 @@ mod tests {
         let none = network_of(&["--network", "none", "-p", "8080:80"]).unwrap().unwrap();
         assert_eq!((none.mode, none.port_forwards.len()), (NetworkMode::None, 1));
         assert_eq!(network_of(&["--allow-host-loopback"]).unwrap().unwrap().mode, NetworkMode::Outbound);
+    }
+
+    #[test]
+    fn cp_paths_are_box_colon_path_or_host_paths() {
+        assert_eq!(CpPath::parse("web:/srv/app"), CpPath::InBox { name: "web".into(), path: "/srv/app".into() });
+        assert_eq!(CpPath::parse("web:"), CpPath::InBox { name: "web".into(), path: "".into() });
+        assert_eq!(CpPath::parse("./a:b"), CpPath::Host("./a:b".into()));
+        assert_eq!(CpPath::parse("/tmp/x:y"), CpPath::Host("/tmp/x:y".into()));
+        assert_eq!(CpPath::parse("data"), CpPath::Host("data".into()));
+        assert_eq!(CpPath::parse(":x"), CpPath::Host(":x".into()));
+        let cli = Cli::try_parse_from(["boxlite", "cp", "./data", "web:/srv/"]).unwrap();
+        assert!(matches!(cli.command, Command::Cp { .. }));
     }
 
     #[test]

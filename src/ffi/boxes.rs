@@ -14,9 +14,10 @@ use crate::runtime::error::Error;
 use crate::runtime::home::BoxliteRuntime;
 use crate::runtime::spec::DiskFormat;
 use crate::runtime::vm::RootDisk;
+use crate::runtime::volumes::Volume;
 
 /// Options for `boxlite_box_create` (an opaque builder). Defaults: 1 vCPU, 256 MiB, no
-/// name, no root disk, network BOXLITE_NETWORK_OUTBOUND without port forwards.
+/// name, no root disk, network BOXLITE_NETWORK_OUTBOUND without port forwards, no volumes.
 pub struct boxlite_box_options_t {
     pub(super) options: BoxOptions,
 }
@@ -57,6 +58,10 @@ pub const BOXLITE_REMOVE_FORCE: u32 = 1;
 /// Flags of `boxlite_box_options_set_root_disk`: the disk is opened read-only (several
 /// boxes may share it).
 pub const BOXLITE_DISK_READ_ONLY: u32 = 1;
+
+/// Flags of `boxlite_box_options_add_volume`: the box may read the volume but not write it
+/// (enforced on the host: the server refuses writes, whatever the guest mounts).
+pub const BOXLITE_VOLUME_READ_ONLY: u32 = 1;
 
 /// Creates box options with the defaults. On success `*out` owns them (free with
 /// `boxlite_box_options_free`). Errors: BOXLITE_ERROR_INVALID_ARGUMENT if `out` is NULL.
@@ -217,6 +222,36 @@ pub unsafe extern "C" fn boxlite_box_options_set_root_disk(
             let path = PathBuf::from(str_arg(path, "path")?);
             let read_only = flags & BOXLITE_DISK_READ_ONLY != 0;
             o.root_disk = Some(RootDisk { path, format: DiskFormat::Raw, read_only });
+            Ok(())
+        })
+    }
+}
+
+/// Adds a volume: the host directory `host_path` (absolute; copied) shared into the box at
+/// `guest_path` (absolute, not `/`; created in the box if missing) with virtio-fs
+/// (docs/volumes.md). `flags`: 0 (read-write) or BOXLITE_VOLUME_READ_ONLY. May be called up
+/// to 16 times. The paths are checked at create (`boxlite_box_create`): the host path must
+/// be an existing directory that neither lies inside nor contains the runtime's home, and
+/// guest paths must not be equal or nested. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for NULL
+/// arguments, non-UTF-8 paths or unknown flag bits. Not thread-safe for the same options
+/// object.
+///
+/// # Safety
+/// `options` is NULL or live; `host_path` and `guest_path` are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_options_add_volume(
+    options: *mut boxlite_box_options_t,
+    host_path: *const c_char,
+    guest_path: *const c_char,
+    flags: u32,
+) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contracts.
+    unsafe {
+        with_options(options, |o| {
+            check_flags(flags, BOXLITE_VOLUME_READ_ONLY, "flags")?;
+            let host_path = PathBuf::from(str_arg(host_path, "host_path")?);
+            let guest_path = str_arg(guest_path, "guest_path")?.to_string();
+            o.volumes.push(Volume { host_path, guest_path, read_only: flags & BOXLITE_VOLUME_READ_ONLY != 0 });
             Ok(())
         })
     }

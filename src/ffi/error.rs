@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::ffi::{c_char, CString};
 
-use crate::runtime::error::{Error, PullErrorKind};
+use crate::runtime::error::{CopyErrorKind, Error, PullErrorKind};
 use crate::runtime::exec::ExecErrorKind;
 
 /// Stable error codes (`boxlite_error_code()`); values never change meaning.
@@ -90,6 +90,12 @@ fn code_of(error: &Error) -> boxlite_error_code_t {
         },
         Error::Io { .. } => BOXLITE_ERROR_IO,
         Error::StillRunning { .. } => BOXLITE_ERROR_STILL_RUNNING,
+        Error::Copy { kind, .. } => match kind {
+            CopyErrorKind::NotFound => BOXLITE_ERROR_NOT_FOUND,
+            CopyErrorKind::Invalid => BOXLITE_ERROR_INVALID_ARGUMENT,
+            CopyErrorKind::Io => BOXLITE_ERROR_IO,
+            CopyErrorKind::Unsafe => BOXLITE_ERROR_AGENT,
+        },
     }
 }
 

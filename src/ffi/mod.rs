@@ -12,6 +12,7 @@
 pub mod boxes;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod images;
 pub mod logging;
 pub mod network;

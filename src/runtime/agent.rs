@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest, StatsRequest};
-use boxlite_protocol::agent_ttrpc::{ExecutionClient, GuestClient};
+use boxlite_protocol::agent_ttrpc::{ExecutionClient, FilesClient, GuestClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -29,6 +29,7 @@ pub struct GuestStats {
 pub struct AgentClient {
     guest: GuestClient,
     execution: ExecutionClient,
+    files: FilesClient,
 }
 
 impl AgentClient {
@@ -77,12 +78,21 @@ impl AgentClient {
     pub fn over(stream: UnixStream) -> AgentClient {
         let socket = ttrpc::asynchronous::transport::Socket::new(stream);
         let client = ttrpc::asynchronous::Client::new(socket);
-        AgentClient { guest: GuestClient::new(client.clone()), execution: ExecutionClient::new(client) }
+        AgentClient {
+            guest: GuestClient::new(client.clone()),
+            execution: ExecutionClient::new(client.clone()),
+            files: FilesClient::new(client),
+        }
     }
 
     /// The Execution service on the same connection (see `runtime::exec`).
     pub(crate) fn execution(&self) -> &ExecutionClient {
         &self.execution
+    }
+
+    /// The Files service on the same connection (see `runtime::files`).
+    pub(crate) fn files(&self) -> &FilesClient {
+        &self.files
     }
 }
 

@@ -21,6 +21,7 @@ use crate::runtime::images::{disk, normalize_reference};
 use crate::runtime::network::{BoundForward, NetworkOptions, NetworkStats};
 use crate::runtime::spec::{DiskFormat, Protections, PROTECTIONS_FILE};
 use crate::runtime::vm::{validate_resources, AttachInfo, RootDisk, ShimExit, Vm, VmOptions};
+use crate::runtime::volumes::{self, Volume};
 
 /// How long a stopping box's guest gets to sync and power off before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -51,6 +52,9 @@ pub struct BoxOptions {
     /// written before the field existed get the default.
     #[serde(default)]
     pub network: NetworkOptions,
+    /// Host directories mounted in the box (docs/volumes.md), checked at create.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
 }
 
 impl Default for BoxOptions {
@@ -64,6 +68,7 @@ impl Default for BoxOptions {
             detached: false,
             disk_size_gib: None,
             network: NetworkOptions::default(),
+            volumes: Vec::new(),
         }
     }
 }
@@ -178,6 +183,7 @@ struct BoxState {
 impl LiteBox {
     pub(crate) fn create(runtime: Arc<RuntimeShared>, mut options: BoxOptions) -> Result<LiteBox> {
         validate(&options)?;
+        volumes::validate(&options.volumes, std::slice::from_ref(&runtime.home))?;
         if let Some(image) = &options.image {
             options.image = Some(normalize_reference(image)?);
         }
@@ -421,7 +427,7 @@ impl LiteBox {
     }
 
     /// The running VM, booting it when there is none (or the last one died).
-    async fn running_vm(&self) -> Result<Arc<Vm>> {
+    pub(crate) async fn running_vm(&self) -> Result<Arc<Vm>> {
         let mut vm = self.inner.vm.lock().await;
         if self.status() == BoxStatus::Removed {
             return Err(self.removed_error("start"));
@@ -481,6 +487,8 @@ impl LiteBox {
         options.memory_mib = self.inner.options.memory_mib;
         options.detached = self.inner.options.detached;
         options.network = self.inner.options.network.clone();
+        options.volumes = self.inner.options.volumes.clone();
+        options.protected_dirs = vec![self.inner.runtime.home.clone()];
         options.root_disk = match &self.inner.options.image {
             Some(reference) => Some(self.image_disk(reference).await?),
             None => self.inner.options.root_disk.clone(),

@@ -82,6 +82,25 @@ pub enum Error {
     /// A call to the guest agent failed.
     #[error("agent call {rpc} failed: {cause}")]
     Agent { rpc: &'static str, cause: String },
+
+    /// A copy into or out of a box failed: `path` is the file it is about (in the box, or
+    /// on the host), `kind` says why, `cause` names the failure.
+    #[error("{op}: {path}: {cause}")]
+    Copy { op: &'static str, path: String, kind: CopyErrorKind, cause: String },
+}
+
+/// Why a copy failed, for callers that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyErrorKind {
+    /// The source, or the destination's parent, does not exist.
+    NotFound,
+    /// The copy cannot be done as asked (a directory onto a file, a bad path).
+    Invalid,
+    /// A file system call failed (in the box or on the host).
+    Io,
+    /// The box's archive broke the rules (an entry leaving the destination, a malformed
+    /// stream): the box is not to be trusted.
+    Unsafe,
 }
 
 /// Why a pull failed, for callers that act on it.

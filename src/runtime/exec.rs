@@ -29,10 +29,10 @@ use crate::runtime::vm::Link;
 /// Chunks buffered per output stream between the pump and the consumer.
 const OUTPUT_CHANNEL_CHUNKS: usize = 2;
 /// How long one ReadOutput or Wait may wait in the agent before answering "nothing yet".
-const LONG_POLL: Duration = Duration::from_secs(20);
+pub(crate) const LONG_POLL: Duration = Duration::from_secs(20);
 /// Deadline margin on top of a long poll, for the round trip.
-const RPC_MARGIN: Duration = Duration::from_secs(10);
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RPC_MARGIN: Duration = Duration::from_secs(10);
+pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest exec id we accept from the guest.
 const MAX_EXEC_ID: usize = 64;
 /// A long poll answered "nothing yet" sooner than this is early: an honest agent says so only
@@ -544,24 +544,24 @@ fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireSt
 /// with nothing would otherwise make the host ask again at once, busy-looping on the
 /// runtime's shared workers: each early answer is followed by a pause (doubling, bounded),
 /// and after MAX_EARLY_REPLIES of them the poll fails with `Error::GuestProtocol`.
-struct EarlyReplies {
+pub(crate) struct EarlyReplies {
     rpc: &'static str,
     in_a_row: u32,
 }
 
 impl EarlyReplies {
-    fn new(rpc: &'static str) -> EarlyReplies {
+    pub(crate) fn new(rpc: &'static str) -> EarlyReplies {
         EarlyReplies { rpc, in_a_row: 0 }
     }
 
     /// Data came: the agent is doing its job.
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.in_a_row = 0;
     }
 
     /// The poll came back with nothing after `took`: fine after (most of) the poll's wait;
     /// early, it costs a pause, and too many in a row are an error.
-    async fn nothing_after(&mut self, took: Duration) -> Result<()> {
+    pub(crate) async fn nothing_after(&mut self, took: Duration) -> Result<()> {
         if took >= EARLY_REPLY {
             self.in_a_row = 0;
             return Ok(());

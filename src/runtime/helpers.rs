@@ -1,5 +1,6 @@
 //! Finding the programs and guest files a VM needs: boxlite-shim, the guest kernel and
-//! initramfs, the network gateway, and for the qemu engine qemu-system-x86_64 and vhost-device-vsock.
+//! initramfs, the network gateway, and for the qemu engine qemu-system-x86_64,
+//! vhost-device-vsock and virtiofsd (volumes).
 //!
 //! Each is looked up in order: an explicit path, its environment variable (the override for
 //! development), then an install prefix's libexec/boxlite/ and share/boxlite/ found from
@@ -19,6 +20,7 @@ pub const QEMU_ENV: &str = "BOXLITE_QEMU";
 pub const VHOST_VSOCK_ENV: &str = "BOXLITE_VHOST_VSOCK";
 pub const CACHE_ENV: &str = "BOXLITE_CACHE";
 pub const NETGW_ENV: &str = "BOXLITE_NETGW";
+pub const VIRTIOFSD_ENV: &str = "BOXLITE_VIRTIOFSD";
 
 const SETUP_FIX: &str = "Run scripts/setup.sh (it builds the kernel, the agent and the tools), or set";
 
@@ -157,4 +159,14 @@ pub fn vhost_vsock() -> Result<PathBuf> {
     candidates.push(cache_dir().join("tools/bin/vhost-device-vsock"));
     candidates.extend(path_dirs().into_iter().map(|d| d.join("vhost-device-vsock")));
     first_file("vhost-device-vsock", VHOST_VSOCK_ENV, None, candidates)
+}
+
+/// The virtio-fs server the qemu engine runs for each volume (`cargo install virtiofsd`,
+/// done by scripts/setup.sh; Debian's /usr/libexec/virtiofsd works too).
+pub fn virtiofsd() -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = prefix_dirs("libexec/boxlite").into_iter().map(|d| d.join("virtiofsd")).collect();
+    candidates.push(cache_dir().join("tools/bin/virtiofsd"));
+    candidates.extend(path_dirs().into_iter().map(|d| d.join("virtiofsd")));
+    candidates.push("/usr/libexec/virtiofsd".into());
+    first_file("virtiofsd (the virtio-fs server for volumes)", VIRTIOFSD_ENV, None, candidates)
 }

@@ -111,13 +111,14 @@ pub(crate) fn set_metadata_at(
     dir: BorrowedFd<'_>,
     name: &CStr,
     is_symlink: bool,
-    uid: u32,
-    gid: u32,
+    owner: Option<(u32, u32)>,
     mode: u32,
     mtime: i64,
 ) -> io::Result<()> {
-    // SAFETY: fchownat on a descriptor we hold with a NUL-terminated name.
-    check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    if let Some((uid, gid)) = owner {
+        // SAFETY: fchownat on a descriptor we hold with a NUL-terminated name.
+        check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    }
     if !is_symlink {
         // SAFETY: as above.
         check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })?;

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-const KINDS: [&str; 5] = ["qemu", "vhost_vsock", "supervisor", "krun", "netgw"];
+const KINDS: [&str; 6] = ["qemu", "vhost_vsock", "supervisor", "krun", "netgw", "virtiofsd"];
 
 /// Never allowed, whatever a trace shows: they escape or reconfigure the host (docs/seccomp.md).
 const FORBIDDEN: &[&str] = &[

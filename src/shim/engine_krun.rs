@@ -78,6 +78,11 @@ pub fn run(
             Ok((cstring("disk id", &d.id)?, path_cstring("disk path", &d.path)?, format, d.read_only))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let shares = spec
+        .shares
+        .iter()
+        .map(|s| Ok((cstring("volume tag", &s.tag)?, path_cstring("volume path", &s.host_path)?, s.read_only)))
+        .collect::<Result<Vec<_>, String>>()?;
 
     // SAFETY: every pointer passed below comes from a CString that outlives the call
     // (they live until krun_start_enter, which does not return on success); the context id
@@ -96,6 +101,11 @@ pub fn run(
         }
         for (port, socket) in &host_ports {
             check("krun_add_vsock_port2", krun::krun_add_vsock_port2(ctx, *port, socket.as_ptr(), false))?;
+        }
+        // Volumes: libkrun's own virtio-fs server, in this process (docs/volumes.md); no DAX
+        // window (shm size 0), read-only where asked (the server refuses writes).
+        for (tag, path, read_only) in &shares {
+            check("krun_add_virtiofs3", krun::krun_add_virtiofs3(ctx, tag.as_ptr(), path.as_ptr(), 0, *read_only))?;
         }
         for (id, path, format, read_only) in &disks {
             check("krun_add_disk2", krun::krun_add_disk2(ctx, id.as_ptr(), path.as_ptr(), *format, *read_only))?;

@@ -1,6 +1,7 @@
-//! The qemu engine: runs vhost-device-vsock and qemu-system-x86_64 and supervises both, and
-//! the network gateway when the box has one. When any of them ends, or the watchdog fires,
-//! or SIGTERM arrives, all are stopped together and the sockets removed.
+//! The qemu engine: runs vhost-device-vsock and qemu-system-x86_64 and supervises both, the
+//! network gateway when the box has one, and the volumes' virtiofsd servers (started by
+//! `volumes::start`). When any of them ends, or the watchdog fires, or SIGTERM arrives, all
+//! are stopped together and the sockets removed (a virtiofsd exits when qemu is gone).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -12,6 +13,7 @@ use boxlite_shim::seccomp::{self, Policy};
 use boxlite_shim::sys;
 use boxlite_vmspec::qemu::{qemu_args, vhost_vsock_args, QEMU_NET_FD};
 use boxlite_vmspec::spec::{remove_socket_files, ShimEvent, VmSpec};
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -19,25 +21,30 @@ use tokio::sync::oneshot;
 use crate::jail::Jailed;
 use crate::network::Gateway;
 use crate::report;
+use crate::volumes::ShareServer;
 
 /// How long vhost-device-vsock may take to create its socket (it takes ~3 ms).
 const BACKEND_READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the shim waits, once qemu is gone, for the volumes' servers to see it and exit.
+const SHARE_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 pub fn run(
     spec: &VmSpec,
     jailed: &mut Jailed,
     gateway: Option<Gateway>,
+    shares: Vec<ShareServer>,
     parent_gone: Option<oneshot::Receiver<()>>,
 ) -> Result<i32, String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the async runtime: {e}"))?;
-    runtime.block_on(supervise(spec, jailed, gateway, parent_gone))
+    runtime.block_on(supervise(spec, jailed, gateway, shares, parent_gone))
 }
 
 async fn supervise(
     spec: &VmSpec,
     jailed: &mut Jailed,
     gateway: Option<Gateway>,
+    mut shares: Vec<ShareServer>,
     parent_gone: Option<oneshot::Receiver<()>>,
 ) -> Result<i32, String> {
     let qemu_path = spec.qemu.as_deref().ok_or("the spec names no qemu binary")?;
@@ -70,6 +77,14 @@ async fn supervise(
         }
     };
     tokio::pin!(gateway_gone);
+    // A volume's server ending ends the VM: its files would vanish under the box.
+    let share_exits = shares
+        .iter()
+        .map(|s| s.pidfd.try_clone().and_then(sys::async_readable))
+        .collect::<std::io::Result<Vec<AsyncFd<OwnedFd>>>>()
+        .map_err(|e| format!("watching the volumes' servers: {e}"))?;
+    let share_gone = first_readable(&share_exits);
+    tokio::pin!(share_gone);
     let mut vhost = spawn_child(vhost_path, vhost_vsock_args(spec), filter(Policy::VhostVsock), None)?;
     if let Err(e) = wait_for_socket(&spec.vhost_user_socket(), &mut vhost).await {
         stop(&mut vhost).await;
@@ -91,6 +106,9 @@ async fn supervise(
         // The shim's own filter comes after its children exist: it is inherited, and would
         // narrow theirs. TSYNC covers the watchdog thread too.
         let mut installed = vec![Policy::VhostVsock, Policy::Qemu, Policy::Supervisor];
+        if !shares.is_empty() {
+            installed.push(Policy::Virtiofsd);
+        }
         if gateway_pid.is_some() {
             // The gateway installs it on itself before it reads a frame (and exits if it cannot).
             installed.push(Policy::Netgw);
@@ -107,6 +125,7 @@ async fn supervise(
     let qemu_pid = qemu.id().unwrap_or(0);
     let vhost_pid = vhost.id().unwrap_or(0);
     let mut helper_pids = vec![vhost_pid];
+    helper_pids.extend(shares.iter().map(|s| s.child.id()));
     helper_pids.extend(gateway_pid);
     report(&ShimEvent::VmStarted { vmm_pid: qemu_pid, helper_pids, forwards });
 
@@ -129,6 +148,13 @@ async fn supervise(
             stop(&mut vhost).await;
             1
         }
+        index = &mut share_gone => {
+            let status = shares[index].child.try_wait().ok().flatten().map(describe).unwrap_or_else(|| "exited".into());
+            eprintln!("boxlite-shim: the virtiofsd of volume {} exited ({status}); stopping the VM", spec.shares[index].tag);
+            stop(&mut qemu).await;
+            stop(&mut vhost).await;
+            1
+        }
         _ = sigterm.recv() => {
             eprintln!("boxlite-shim: SIGTERM; stopping the VM");
             stop(&mut qemu).await;
@@ -141,8 +167,37 @@ async fn supervise(
             1
         }
     };
+    reap_shares(&mut shares).await;
     remove_socket_files(spec);
     Ok(code)
+}
+
+/// The index of the first descriptor that becomes readable (a pidfd: that process exited);
+/// never, for none.
+async fn first_readable(fds: &[AsyncFd<OwnedFd>]) -> usize {
+    if fds.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for (index, fd) in fds.iter().enumerate() {
+            if fd.poll_read_ready(cx).is_ready() {
+                return std::task::Poll::Ready(index);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Reaps the volumes' servers that have exited (they exit once qemu is gone); the rest die
+/// with the shim (PR_SET_PDEATHSIG). The shim cannot signal them: they run as other uids.
+async fn reap_shares(shares: &mut [ShareServer]) {
+    let deadline = Instant::now() + SHARE_EXIT_WAIT;
+    for share in shares {
+        while matches!(share.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// Spawns a helper whose stdout and stderr go to the shim's log (never to the status pipe),

@@ -1,7 +1,8 @@
 //! The shim's jail, applied before the engine starts, in this order (docs/jailer.md):
 //! validate (the spec was parsed and checked by `read_spec`), close inherited descriptors,
 //! clear the environment, join a per-VM cgroup, enter namespaces and pivot into the jail
-//! directory (`jail_root`), set rlimits, drop to the VM's own uid/gid, set no_new_privs.
+//! directory (`jail_root`), set rlimits, (the volumes' servers start here,
+//! `volumes::start`), drop to the VM's own uid/gid, set no_new_privs.
 //! seccomp comes last, from the engine: each child's filter between fork and exec, the
 //! shim's own once its children run (a filter is inherited, and would narrow theirs).
 //! What was applied is logged and written to `protections.json`.
@@ -11,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use boxlite_shim::sys;
+use boxlite_vmspec::engine::EngineKind;
 use boxlite_vmspec::spec::{DiskFormat, Protections, VmSpec, JAIL_ID_BASE};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
@@ -70,8 +72,9 @@ pub fn prepare(spec: &VmSpec) -> Result<Jailed, String> {
     Ok(jailed)
 }
 
-/// The jail's second half: namespaces and pivot_root, rlimits, the VM's own uid,
-/// no_new_privs (seccomp comes from the engine).
+/// The jail's second half, first part: namespaces and pivot_root, rlimits. What must start
+/// inside the jail but before the privileges go (the volumes' servers) starts between this
+/// and `restrict`.
 pub fn enclose(spec: &VmSpec, jailed: &mut Jailed) -> Result<(), String> {
     let applied = &mut jailed.protections;
     if spec.jail.namespaces {
@@ -85,8 +88,21 @@ pub fn enclose(spec: &VmSpec, jailed: &mut Jailed) -> Result<(), String> {
         set_rlimit(Resource::RLIMIT_FSIZE, largest_file(spec)?)?;
         applied.rlimits = true;
     }
+    Ok(())
+}
+
+/// The jail's second half, second part: the VM's own uid, no_new_privs (seccomp comes from
+/// the engine).
+pub fn restrict(spec: &VmSpec, jailed: &mut Jailed) -> Result<(), String> {
+    let applied = &mut jailed.protections;
     if spec.jail.drop_privileges {
         applied.uid = drop_privileges(spec)?;
+        if applied.uid.is_some() && spec.engine == EngineKind::Krun && !spec.shares.is_empty() {
+            // libkrun's virtio-fs server opens /proc/self/fd as this uid: after setresuid the
+            // process is not dumpable, which makes its /proc entries root's. RLIMIT_CORE 0
+            // keeps the guest's memory out of any core file, and no policy allows ptrace.
+            nix::sys::prctl::set_dumpable(true).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+        }
     }
     if spec.jail.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;

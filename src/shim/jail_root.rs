@@ -1,9 +1,11 @@
 //! The jail's file system. The shim moves into new mount, pid, ipc, uts and net namespaces and
 //! pivots into a tmpfs that holds only what the engine needs, each host path bound at the
 //! same path (so the spec's paths stay valid): the kernel and initramfs, the disks and their
-//! qcow2 backing files, the VMM's own directory, a few device nodes and, for qemu, the two
-//! programs with their shared libraries and qemu's firmware. Everything but the VMM's
-//! directory and the writable disks is read-only; the tmpfs itself is remounted read-only.
+//! qcow2 backing files, the VMM's own directory, the volumes' shared directories, a few
+//! device nodes and, for qemu, the programs (virtiofsd too when there are volumes) with
+//! their shared libraries and qemu's firmware. Everything but the VMM's directory, the
+//! writable disks and the read-write volumes is read-only; the tmpfs itself is remounted
+//! read-only.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -60,10 +62,20 @@ pub fn plan(spec: &VmSpec) -> Result<Vec<JailMount>, String> {
     if spec.uses_dev_kvm() {
         mounts.push(JailMount { path: "/dev/kvm".into(), access: Access::Device });
     }
+    // Volumes: each shared directory at its own path, read-only when the share is (so even a
+    // compromised server cannot write it), and for qemu the server that serves them.
+    for share in &spec.shares {
+        let access = if share.read_only { Access::ReadOnly } else { Access::ReadWrite };
+        mounts.push(JailMount { path: share.host_path.clone(), access });
+    }
     if spec.engine == EngineKind::Qemu {
         let qemu = spec.qemu.as_deref().ok_or("the spec names no qemu binary")?;
         let vhost = spec.vhost_vsock.as_deref().ok_or("the spec names no vhost-device-vsock binary")?;
-        for program in [qemu, vhost] {
+        let mut programs = vec![qemu, vhost];
+        if !spec.shares.is_empty() {
+            programs.push(spec.virtiofsd.as_deref().ok_or("the spec names no virtiofsd binary")?);
+        }
+        for program in programs {
             mounts.push(JailMount { path: program.to_path_buf(), access: Access::ReadOnly });
             for dir in library_dirs(program)? {
                 mounts.push(JailMount { path: dir, access: Access::ReadOnly });
@@ -136,6 +148,21 @@ pub fn enter(spec: &VmSpec, mounts: &[JailMount]) -> Result<Vec<String>, String>
         .map_err(|e| format!("mount the jail's tmpfs on {}: {e}", root.display()))?;
     for entry in mounts {
         bind(&root, entry)?;
+    }
+    if !spec.shares.is_empty() {
+        // virtio-fs servers reopen files through /proc/self/fd. qemu: an empty mount point,
+        // on which each virtiofsd mounts a /proc of the box's pid namespace in a mount
+        // namespace of its own (src/shim/volumes.rs); the others see it empty. krun: libkrun
+        // serves the volumes in this process, which keeps the host's pid namespace, so its
+        // /proc shows processes only (subset=pid) and only those of its own uid
+        // (hidepid=invisible): after the uid drop, the shim itself (untested: no hardware KVM).
+        let proc = root.join("proc");
+        std::fs::create_dir(&proc).map_err(|e| format!("create {}: {e}", proc.display()))?;
+        if spec.engine == EngineKind::Krun {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mount(Some("proc"), &proc, Some("proc"), flags, Some("hidepid=invisible,subset=pid"))
+                .map_err(|e| format!("mount /proc for the volumes (hidepid=invisible,subset=pid needs Linux 5.8): {e}"))?;
+        }
     }
 
     std::env::set_current_dir(&root).map_err(|e| format!("chdir {}: {e}", root.display()))?;

@@ -12,6 +12,7 @@ mod jail;
 mod jail_root;
 mod network;
 mod qcow2;
+mod volumes;
 mod watchdog;
 
 use std::io::{BufRead, Read, Write};
@@ -53,8 +54,21 @@ fn main() {
     if let Err(message) = jail::enclose(&spec, &mut jailed) {
         fail(format!("cannot jail the shim: {message}"));
     }
+    // Inside the jail, before the privileges go: each server runs as its directory's owner.
+    // krun serves volumes itself.
+    let shares = match spec.engine {
+        EngineKind::Qemu => match volumes::start(&spec) {
+            Ok(servers) => servers,
+            Err(message) => fail(format!("cannot start the volumes' servers: {message}")),
+        },
+        EngineKind::Krun => Vec::new(),
+    };
+    jailed.protections.share_server_uids = shares.iter().map(|s| s.uid).collect();
+    if let Err(message) = jail::restrict(&spec, &mut jailed) {
+        fail(format!("cannot jail the shim: {message}"));
+    }
     let result = match spec.engine {
-        EngineKind::Qemu => engine_qemu::run(&spec, &mut jailed, gateway, parent_gone),
+        EngineKind::Qemu => engine_qemu::run(&spec, &mut jailed, gateway, shares, parent_gone),
         EngineKind::Krun => engine_krun::run(&spec, &mut jailed, gateway, parent_gone),
     };
     match result {

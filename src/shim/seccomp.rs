@@ -1,7 +1,7 @@
 //! Seccomp policies, one per process kind (docs/seccomp.md). The policies are data,
 //! seccomp/<kind>.json, compiled to BPF at build time (build.rs) and embedded here.
 //!
-//! - qemu and vhost-device-vsock: `apply_prepared` in the child between fork and exec
+//! - qemu, vhost-device-vsock and virtiofsd: `apply_prepared` in the child between fork and exec
 //!   (Command::pre_exec), so the policy covers the helper from its first instruction.
 //! - supervisor: the shim after it has spawned both helpers, `apply_all_threads`.
 //! - krun: the shim before `krun_start_enter`, `apply_all_threads`.
@@ -29,10 +29,12 @@ pub enum Policy {
     Krun,
     /// boxlite-netgw, the box's network gateway, once its descriptors and runtime are set up.
     Netgw,
+    /// virtiofsd serving one volume (qemu engine), from its execve on.
+    Virtiofsd,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 5] = [Policy::Qemu, Policy::VhostVsock, Policy::Supervisor, Policy::Krun, Policy::Netgw];
+    pub const ALL: [Policy; 6] = [Policy::Qemu, Policy::VhostVsock, Policy::Supervisor, Policy::Krun, Policy::Netgw, Policy::Virtiofsd];
 
     /// The policy's name: its file seccomp/<name>.json and the probe's argument.
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Policy {
             Policy::Supervisor => "supervisor",
             Policy::Krun => "krun",
             Policy::Netgw => "netgw",
+            Policy::Virtiofsd => "virtiofsd",
         }
     }
 
@@ -56,6 +59,7 @@ impl Policy {
             Policy::Supervisor => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_supervisor.bpf")),
             Policy::Krun => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_krun.bpf")),
             Policy::Netgw => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_netgw.bpf")),
+            Policy::Virtiofsd => include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_virtiofsd.bpf")),
         }
     }
 }
@@ -134,6 +138,7 @@ mod tests {
         // execve, the dynamic loader and libc start-up pass the helpers' policies...
         assert!(true_under(Policy::VhostVsock).success());
         assert!(true_under(Policy::Qemu).success());
+        assert!(true_under(Policy::Virtiofsd).success());
         // ...while the shim's own policy has no execve: the child dies by SIGSYS.
         assert_eq!(true_under(Policy::Supervisor).signal(), Some(libc::SIGSYS));
         assert_eq!(true_under(Policy::Krun).signal(), Some(libc::SIGSYS));

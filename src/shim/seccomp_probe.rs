@@ -26,7 +26,7 @@ fn main() {
 
     // The helpers' policies go on in pre_exec, the shim's with TSYNC: install them the same way.
     let installed = match policy {
-        Policy::Qemu | Policy::VhostVsock => apply_prepared(&program(policy)).map_err(|e| e.to_string()),
+        Policy::Qemu | Policy::VhostVsock | Policy::Virtiofsd => apply_prepared(&program(policy)).map_err(|e| e.to_string()),
         Policy::Supervisor | Policy::Krun | Policy::Netgw => apply_all_threads(policy),
     };
     if let Err(e) = installed {

@@ -4,7 +4,8 @@
 //! Unsafe code of the shim outside this module, and why it stays where it is:
 //! - `jail::close_inherited_fds`: calls `close_fds_from`, first in the jail, when nothing
 //!   owns a descriptor above stderr yet;
-//! - the `pre_exec` closures of `engine_qemu::spawn_child` and `network::start`: they run
+//! - the `pre_exec` closures of `engine_qemu::spawn_child`, `network::start` and
+//!   `volumes::start`: they run
 //!   between fork and exec, and their SAFETY comments are about what each closure does
 //!   there, so they sit beside the closures;
 //! - `engine_krun::run`: calls into libkrun's C API (an FFI binding, not a system call);
@@ -64,4 +65,65 @@ pub fn seccomp_set_mode_filter(program: &[libc::sock_filter]) -> io::Result<()> 
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A pidfd for another process (pidfd_open(2)): readable once it has exited.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers only (a pid, no flags).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Empties the calling thread's capability sets (permitted, effective, inheritable) with
+/// capset(2). Async-signal-safe: one system call on stack data.
+pub fn clear_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capset reads a version-3 header and two data structs (64-bit sets), both of
+    // which live on this stack for the call; it writes nothing.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes every capability from the bounding set (PR_CAPBSET_DROP, needs CAP_SETPCAP), so
+/// that no execve can give one back, even to uid 0. Async-signal-safe.
+pub fn drop_bounding_set() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl(PR_CAPBSET_DROP) takes integers only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            let e = io::Error::last_os_error();
+            // EINVAL: past the kernel's last capability.
+            return if e.raw_os_error() == Some(libc::EINVAL) && cap > 0 { Ok(()) } else { Err(e) };
+        }
+    }
+    Ok(())
+}
+
+/// Registers `fd` with the current tokio runtime for readability (a pidfd: its process
+/// exited). Must be called inside the runtime.
+pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open until it is dropped
+    // and deregisters it first.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))
 }

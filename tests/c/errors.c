@@ -23,6 +23,10 @@ int main(void) {
     boxlite_box_options_t *flag_options = NULL;
     OK(boxlite_box_options_new(&flag_options));
     EXPECT_ERROR(boxlite_box_options_set_root_disk(flag_options, "/x.ext4", 0x10), BOXLITE_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(boxlite_box_options_add_volume(flag_options, "/tmp", "/data", 0x10), BOXLITE_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(boxlite_box_options_add_volume(flag_options, NULL, "/data", 0), BOXLITE_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(boxlite_box_options_add_volume(flag_options, "/tmp", NULL, 0), BOXLITE_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(boxlite_box_options_add_volume(NULL, "/tmp", "/data", BOXLITE_VOLUME_READ_ONLY), BOXLITE_ERROR_INVALID_ARGUMENT);
     boxlite_box_options_free(flag_options);
     CHECK(boxlite_version_number() == BOXLITE_VERSION_NUMBER);
     CHECK(BOXLITE_VERSION_NUMBER == BOXLITE_VERSION_MAJOR * 1000000 + BOXLITE_VERSION_MINOR * 1000 + BOXLITE_VERSION_PATCH);
@@ -73,6 +77,16 @@ int main(void) {
     EXPECT_ERROR(boxlite_box_options_set_detached(NULL, true), BOXLITE_ERROR_INVALID_ARGUMENT);
     OK(boxlite_box_options_set_detached(options, false));
     OK(boxlite_box_options_set_name(options, "bad name!"));
+    EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
+    CHECK(box == NULL);
+    boxlite_box_options_free(options);
+    /* Volumes are checked at create: a host path that does not exist, and the runtime's home. */
+    OK(boxlite_box_options_new(&options));
+    OK(boxlite_box_options_add_volume(options, "/no/such/dir", "/data", 0));
+    EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
+    boxlite_box_options_free(options);
+    OK(boxlite_box_options_new(&options));
+    OK(boxlite_box_options_add_volume(options, boxlite_runtime_home(runtime), "/data", BOXLITE_VOLUME_READ_ONLY));
     EXPECT_ERROR(boxlite_box_create(&box, runtime, options), BOXLITE_ERROR_INVALID_ARGUMENT);
     CHECK(box == NULL);
     boxlite_box_options_free(options);

@@ -66,6 +66,51 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         let mac = GUEST_MAC.map(|b| format!("{b:02x}")).join(":");
         push(&["-device", &format!("virtio-net-device,netdev=net0,mac={mac}")]);
     }
+    // One vhost-user-fs device per share, each served by its own virtiofsd on a socket the
+    // shim listens on (guest RAM is the shared memfd above, which virtiofsd maps).
+    for (index, share) in spec.shares.iter().enumerate() {
+        push(&["-chardev", &format!("socket,id=fs{index},path={}", spec.share_socket(index).display())]);
+        push(&["-device", &format!("vhost-user-fs-device,chardev=fs{index},tag={}", share.tag)]);
+    }
+    args
+}
+
+/// The descriptor virtiofsd gets its listening vhost-user socket on (`--fd`).
+pub const VIRTIOFSD_LISTEN_FD: i32 = 3;
+
+/// Arguments for the virtiofsd serving share `index`, running as host uid `uid` and gid
+/// `gid` (the shared directory's owner, or the shim's own ids when it does not switch).
+///
+/// Every guest uid and gid is squashed to that one owner (the only ids an unprivileged
+/// server can create files as), and the owner shows in the guest as root. The server gets
+/// its listening socket as a descriptor, runs with no sandbox of its own (the shim's jail is
+/// the sandbox) and without its own seccomp filter (the shim installs ours), keeps no file
+/// handles (those need CAP_DAC_READ_SEARCH), and leaves its descriptor limit as set.
+pub fn virtiofsd_args(spec: &VmSpec, index: usize, uid: u32, gid: u32) -> Vec<OsString> {
+    let share = &spec.shares[index];
+    let mut args: Vec<OsString> = vec![
+        format!("--fd={VIRTIOFSD_LISTEN_FD}").into(),
+        "--shared-dir".into(),
+        share.host_path.clone().into(),
+        format!("--tag={}", share.tag).into(),
+        "--sandbox=none".into(),
+        "--seccomp=none".into(),
+        "--inode-file-handles=never".into(),
+        "--cache=auto".into(),
+        "--rlimit-nofile=0".into(),
+        format!("--translate-uid=squash-guest:0:{uid}:4294967295").into(),
+        format!("--translate-gid=squash-guest:0:{gid}:4294967295").into(),
+        format!("--translate-uid=host:{uid}:0:1").into(),
+        format!("--translate-gid=host:{gid}:0:1").into(),
+    ];
+    if uid == 0 {
+        // As uid 0 virtiofsd keeps a set of capabilities it asks for; it gets none from us,
+        // so ask for none (else its capng_apply fails).
+        args.push("--modcaps=-chown:-dac_override:-fowner:-fsetid:-setgid:-setuid:-mknod:-setfcap".into());
+    }
+    if share.read_only {
+        args.push("--readonly".into());
+    }
     args
 }
 
@@ -91,9 +136,11 @@ mod tests {
             run_dir: "/b".into(),
             qemu: None,
             vhost_vsock: None,
+            virtiofsd: None,
             detached: false,
             jail: Default::default(),
             network: None,
+            shares: Vec::new(),
         }
     }
 
@@ -134,6 +181,27 @@ mod tests {
         let line = joined(qemu_args(&with_network));
         assert!(line.contains("-netdev stream,id=net0,server=off,addr.type=fd,addr.str=3"), "{line}");
         assert!(line.contains("-device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"), "{line}");
+    }
+
+    #[test]
+    fn one_vhost_user_fs_device_per_share() {
+        assert!(!joined(qemu_args(&spec(false))).contains("vhost-user-fs"));
+        let mut shared = spec(false);
+        shared.shares = vec![
+            crate::spec::ShareSpec { tag: "vol0".into(), host_path: "/data".into(), read_only: false },
+            crate::spec::ShareSpec { tag: "vol1".into(), host_path: "/ro".into(), read_only: true },
+        ];
+        let line = joined(qemu_args(&shared));
+        assert!(line.contains("-chardev socket,id=fs0,path=/b/vmm/fs-0.sock -device vhost-user-fs-device,chardev=fs0,tag=vol0"), "{line}");
+        assert!(line.contains("-chardev socket,id=fs1,path=/b/vmm/fs-1.sock -device vhost-user-fs-device,chardev=fs1,tag=vol1"), "{line}");
+        let rw = joined(virtiofsd_args(&shared, 0, 4242, 4343));
+        assert!(rw.contains("--fd=3 --shared-dir /data --tag=vol0 --sandbox=none"), "{rw}");
+        assert!(rw.contains("--translate-uid=squash-guest:0:4242:4294967295"), "{rw}");
+        assert!(rw.contains("--translate-gid=host:4343:0:1"), "{rw}");
+        assert!(!rw.contains("--readonly") && !rw.contains("--modcaps"), "{rw}");
+        let ro = joined(virtiofsd_args(&shared, 1, 0, 0));
+        assert!(ro.ends_with("--readonly") && ro.contains("--modcaps=-chown"), "{ro}");
+        assert!(shared.socket_files().contains(&PathBuf::from("/b/vmm/fs-1.sock")));
     }
 
     #[test]

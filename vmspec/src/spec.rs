@@ -45,6 +45,9 @@ pub struct VmSpec {
     /// Programs the qemu engine runs (absolute paths, resolved by the library).
     pub qemu: Option<PathBuf>,
     pub vhost_vsock: Option<PathBuf>,
+    /// The virtio-fs server for the qemu engine's shares (one process per share).
+    #[serde(default)]
+    pub virtiofsd: Option<PathBuf>,
     /// Keep running when the library's process goes away (stdin closing is then no signal).
     pub detached: bool,
     /// Which of the shim's protections are on (all, unless turned off for debugging).
@@ -53,6 +56,21 @@ pub struct VmSpec {
     /// The network device and its gateway; None: no device but the guest's loopback.
     #[serde(default)]
     pub network: Option<NetworkSpec>,
+    /// Host directories shared into the guest with virtio-fs (docs/volumes.md), in the
+    /// order the guest's command line names their tags.
+    #[serde(default)]
+    pub shares: Vec<ShareSpec>,
+}
+
+/// One host directory served to the guest over virtio-fs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShareSpec {
+    /// The virtio-fs tag the guest mounts (`vol0`, `vol1`, ...; at most 36 bytes).
+    pub tag: String,
+    /// Canonical absolute path (no symlink, no `..`): the jail binds it at this path.
+    pub host_path: PathBuf,
+    /// Served read-only: the server refuses writes and the jail binds it read-only.
+    pub read_only: bool,
 }
 
 /// The shim's protections (docs/jailer.md). All on by default; each can be turned off only
@@ -116,6 +134,9 @@ pub struct Protections {
     pub inherited_fds_closed: bool,
     /// The uid (= gid) the network gateway runs as, when privileges were dropped.
     pub network_gateway_uid: Option<u32>,
+    /// The uid each share's virtio-fs server (virtiofsd) runs as: the owner of the shared
+    /// directory (docs/volumes.md), in the order of `VmSpec::shares`.
+    pub share_server_uids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -187,6 +208,11 @@ impl VmSpec {
         self.vmm_dir().join("vhost-vsock.sock")
     }
 
+    /// The vhost-user socket between qemu and the virtio-fs server of share `index`.
+    pub fn share_socket(&self, index: usize) -> PathBuf {
+        self.vmm_dir().join(format!("fs-{index}.sock"))
+    }
+
     /// The host side of the guest's vsock: connections to guest ports go through it, and
     /// (both engines) guest connections to host port P arrive on `<this>_P`.
     pub fn vsock_socket(&self) -> PathBuf {
@@ -212,6 +238,7 @@ impl VmSpec {
     pub fn socket_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.vhost_user_socket(), self.vsock_socket()];
         files.extend(self.host_to_guest_ports.iter().map(|&p| self.host_to_guest(p).socket));
+        files.extend((0..self.shares.len()).map(|i| self.share_socket(i)));
         files.sort();
         files.dedup();
         files

@@ -1,5 +1,7 @@
-//! Applying OCI image layers to a staging root: the part of boxlite that reads untrusted
-//! archives on the host, so the part nobody may break.
+//! Extracting untrusted tar streams into a root on the host: OCI image layers, and copies
+//! out of a box (`runtime::files`). The part of boxlite that reads untrusted archives on the
+//! host, so the part nobody may break; both callers go through [`Staging::extract`], so the
+//! path-safety rules below live here only.
 //!
 //! Rules (each enforced here, each covered by tests/unpack_hostile.rs):
 //! - An entry's path is normalised lexically; one that climbs above the root (`../x`,
@@ -12,10 +14,15 @@
 //!   they are (an absolute target is the image's business, resolved later in the guest).
 //! - A hard link's target is resolved inside the root the same way, so it can only name a
 //!   file of the image.
-//! - Whiteouts (`.wh.<name>`) delete inside the root only; `.wh..wh..opq` empties the
-//!   directory of what lower layers put there. A whiteout of `.` or `..` is refused.
+//! - Layers only ([`ExtractOptions::whiteouts`]): whiteouts (`.wh.<name>`) delete inside the
+//!   root only; `.wh..wh..opq` empties the directory of what lower layers put there. A
+//!   whiteout of `.` or `..` is refused. Elsewhere a `.wh.` name is a plain file.
 //! - Device nodes are skipped with a warning (the guest has devtmpfs); fifos are kept.
-//! - Modes (setuid included), owners, mtimes and xattrs (`SCHILY.xattr.*`) are kept.
+//! - Modes (setuid included), owners and mtimes are kept, owners only where
+//!   [`ExtractOptions::owners`] asks; xattrs (`SCHILY.xattr.*`) only where
+//!   [`ExtractOptions::xattrs`] does. A directory's owner, mode and mtime are set once the
+//!   whole archive is in (so its contents do not move its mtime, and a read-only mode does
+//!   not stop them), for up to MAX_DEFERRED_DIRS directories; past that, at once.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::CString;
@@ -32,6 +39,32 @@ const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 /// Symlinks followed while creating one entry's parents before it counts as a loop (as
 /// the kernel's own limit).
 const MAX_SYMLINK_HOPS: u32 = 40;
+/// Directories whose metadata waits for the end of the archive (bounded memory).
+const MAX_DEFERRED_DIRS: usize = 1 << 16;
+
+/// What an extraction keeps besides paths, types and contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Apply OCI whiteouts (`.wh.*`): for image layers only.
+    pub whiteouts: bool,
+    /// Give entries the archive's owners (needs root on the host).
+    pub owners: bool,
+    /// Set the archive's extended attributes (`SCHILY.xattr.*`).
+    pub xattrs: bool,
+}
+
+impl ExtractOptions {
+    /// An OCI image layer: everything the image says, whiteouts applied.
+    pub const LAYER: ExtractOptions = ExtractOptions { whiteouts: true, owners: true, xattrs: true };
+}
+
+/// A directory's metadata, set at the end of the archive.
+struct DeferredDir {
+    path: InRoot,
+    owner: Option<(u32, u32)>,
+    mode: u32,
+    mtime: i64,
+}
 
 /// What applying a layer did besides the plain entries.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -93,8 +126,16 @@ impl Staging {
     /// whole layer with an error naming the entry; what was applied before stays (the
     /// caller discards the staging root on error).
     pub fn apply_layer(&self, layer: impl Read) -> Result<UnpackReport> {
+        self.extract(layer, ExtractOptions::LAYER)
+    }
+
+    /// Extracts one uncompressed tar stream into the root, in order, by the rules of this
+    /// module. An entry that breaks a rule fails the whole archive with
+    /// [`Error::UnsafeLayer`] naming the entry; what was extracted before stays.
+    pub fn extract(&self, archive: impl Read, options: ExtractOptions) -> Result<UnpackReport> {
         let mut report = UnpackReport::default();
-        let mut archive = tar::Archive::new(layer);
+        let mut archive = tar::Archive::new(archive);
+        let mut deferred: Vec<DeferredDir> = Vec::new();
         // Paths this layer created: an opaque whiteout later in the same layer keeps them.
         let mut created: HashSet<InRoot> = HashSet::new();
         let entries = archive.entries().map_err(|e| layer_error("reading the layer", e))?;
@@ -108,15 +149,40 @@ impl Staging {
             let Some((parent, name)) = path.split_last() else {
                 continue; // the root itself ("./"): nothing to create
             };
-            if name.starts_with(WHITEOUT_PREFIX) {
+            if options.whiteouts && name.starts_with(WHITEOUT_PREFIX) {
                 self.whiteout(parent, name, &created, &shown)?;
                 continue;
             }
             let parent_fd = self.dir(parent, true).map_err(|e| refuse(&shown, &format!("its parent directory: {e}")))?;
-            self.apply_entry(&mut entry, parent_fd.as_fd(), name, &shown, &mut report)?;
-            created.insert(path);
+            if let Some(dir) = self.apply_entry(&mut entry, parent_fd.as_fd(), name, &shown, &mut report, options)? {
+                if deferred.len() < MAX_DEFERRED_DIRS {
+                    deferred.push(DeferredDir { path: path.clone(), ..dir });
+                } else {
+                    self.set_dir_metadata(&DeferredDir { path: path.clone(), ..dir })?;
+                }
+            }
+            if options.whiteouts {
+                created.insert(path);
+            }
+        }
+        // Deepest last-made first; each is looked up again (never followed as the last
+        // component: something later in the archive may have replaced it).
+        for dir in deferred.iter().rev() {
+            self.set_dir_metadata(dir)?;
         }
         Ok(report)
+    }
+
+    fn set_dir_metadata(&self, dir: &DeferredDir) -> Result<()> {
+        let Some((parent, name)) = dir.path.split_last() else { return Ok(()) };
+        let shown = dir.path.display();
+        let Ok(parent) = self.dir(parent, false) else { return Ok(()) };
+        let c_name = CString::new(name).map_err(|_| refuse(&shown, "its name contains a NUL byte"))?;
+        if !is_dir_at(parent.as_fd(), &c_name) {
+            return Ok(()); // replaced by a later entry, which has its own metadata
+        }
+        sys::set_metadata_at(parent.as_fd(), &c_name, false, dir.owner, dir.mode, dir.mtime)
+            .map_err(|e| Error::io(format!("set owner/mode/time of {shown}"), e))
     }
 
     fn apply_entry<R: Read>(
@@ -126,14 +192,16 @@ impl Staging {
         name: &[u8],
         shown: &str,
         report: &mut UnpackReport,
-    ) -> Result<()> {
+        options: ExtractOptions,
+    ) -> Result<Option<DeferredDir>> {
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = header.mode().map_err(|e| layer_error(shown, e))? & 0o7777;
         let uid = header.uid().map_err(|e| layer_error(shown, e))? as u32;
         let gid = header.gid().map_err(|e| layer_error(shown, e))? as u32;
         let mtime = header.mtime().unwrap_or(0) as i64;
-        let xattrs = xattrs_of(entry).map_err(|e| layer_error(shown, e))?;
+        let owner = options.owners.then_some((uid, gid));
+        let xattrs = if options.xattrs { xattrs_of(entry).map_err(|e| layer_error(shown, e))? } else { Vec::new() };
         let c_name = CString::new(name).map_err(|_| refuse(shown, "its name contains a NUL byte"))?;
         let io_err = |what: &str, e: io::Error| Error::io(format!("{what} {shown}"), e);
 
@@ -147,6 +215,7 @@ impl Staging {
                 let dir = sys::open_at(parent, &c_name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
                     .map_err(|e| io_err("open", e))?;
                 set_xattrs(&dir, &xattrs).map_err(|e| io_err("set xattrs on", e))?;
+                return Ok(Some(DeferredDir { path: InRoot(Vec::new()), owner, mode, mtime }));
             }
             T::Regular | T::Continuous => {
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
@@ -174,7 +243,7 @@ impl Staging {
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
                 sys::link_at(target_dir.as_fd(), &c_target, parent, &c_name)
                     .map_err(|e| io_err(&format!("hard link to {} as", target.display()), e))?;
-                return Ok(()); // a hard link shares the target's metadata
+                return Ok(None); // a hard link shares the target's metadata
             }
             T::Fifo => {
                 remove_at(parent, &c_name).map_err(|e| io_err("replace", e))?;
@@ -182,15 +251,16 @@ impl Staging {
             }
             T::Char | T::Block => {
                 report.warnings.push(format!("{shown}: device node skipped (the box gets its devices from devtmpfs)"));
-                return Ok(());
+                return Ok(None);
             }
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()), // consumed by the reader
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(None), // consumed by the reader
             other => {
                 report.warnings.push(format!("{shown}: entry type {other:?} skipped (not a file, directory, link or fifo)"));
-                return Ok(());
+                return Ok(None);
             }
         }
-        sys::set_metadata_at(parent, &c_name, kind == T::Symlink, uid, gid, mode, mtime).map_err(|e| io_err("set owner/mode/time of", e))
+        sys::set_metadata_at(parent, &c_name, kind == T::Symlink, owner, mode, mtime).map_err(|e| io_err("set owner/mode/time of", e))?;
+        Ok(None)
     }
 
     /// Opens the directory at `parts` inside the root, creating missing ones when `create`

@@ -30,6 +30,7 @@ use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, E
 use crate::runtime::helpers;
 use crate::runtime::network::{BoundForward, NetworkOptions, NetworkStats};
 use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections, ShimEvent, VmSpec};
+use crate::runtime::volumes::{self, Volume};
 
 mod attach;
 mod logs;
@@ -74,6 +75,11 @@ pub struct VmOptions {
     pub jail: JailOptions,
     /// The VM's network. `VmOptions::new` gives none (a bare VM); boxes default to outbound.
     pub network: NetworkOptions,
+    /// Host directories shared into the VM (docs/volumes.md); none by default.
+    pub volumes: Vec<Volume>,
+    /// Directories no volume may overlap, besides the run directory (a box adds its
+    /// runtime's home: the boxes and the image store).
+    pub protected_dirs: Vec<PathBuf>,
 }
 
 impl VmOptions {
@@ -92,6 +98,8 @@ impl VmOptions {
             detached: false,
             jail: JailOptions::default(),
             network: NetworkOptions::none(),
+            volumes: Vec::new(),
+            protected_dirs: Vec::new(),
         }
     }
 
@@ -223,9 +231,11 @@ impl Link {
             run_dir: PathBuf::new(),
             qemu: None,
             vhost_vsock: None,
+            virtiofsd: None,
             detached: true,
             jail: JailOptions::default(),
             network: None,
+            shares: Vec::new(),
         };
         let lifeline = Arc::new(Lifeline { kill, detached: true, _watchdog: None });
         Link { agent, exit, spec: Arc::new(spec), _lifeline: lifeline }
@@ -335,6 +345,11 @@ impl Vm {
     /// Waits for the shim to end, up to `timeout`.
     pub async fn wait_exit(&self, timeout: Duration) -> Option<ShimExit> {
         wait_exit(&self.exit, timeout).await
+    }
+
+    /// The connection to the agent, shared with executions and copies.
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
     }
 
     pub async fn ping(&self) -> Result<PingResponse> {

@@ -8,6 +8,8 @@ use boxlite_vmspec::network;
 
 /// Longest status line the shim may print; a longer one is an error, not an allocation.
 const MAX_SHIM_LINE: usize = 64 * 1024;
+/// x86's COMMAND_LINE_SIZE, terminating NUL included.
+const MAX_CMDLINE: usize = 2047;
 
 impl Vm {
     /// Boots a VM and waits until its agent answers a Ping.
@@ -159,6 +161,11 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         EngineKind::Qemu => (Some(real_path(&helpers::qemu()?)?), Some(real_path(&helpers::vhost_vsock()?)?)),
         EngineKind::Krun => (None, None),
     };
+    // The qemu engine serves each volume with a virtiofsd; krun has virtio-fs built in.
+    let virtiofsd = match engine {
+        EngineKind::Qemu if !options.volumes.is_empty() => Some(real_path(&helpers::virtiofsd()?)?),
+        _ => None,
+    };
     let mut cmdline_extra = String::new();
     let mut disks = Vec::new();
     if let Some(root) = &options.root_disk {
@@ -177,18 +184,34 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
     if network.is_some() {
         cmdline_extra.push_str(&format!("{}={} ", boxlite_protocol::CMDLINE_NETWORK, network::guest_cmdline_value()));
     }
+    let mut protected = options.protected_dirs.clone();
+    protected.push(options.run_dir.clone());
+    let (shares, mounts) = volumes::shares(&options.volumes, &protected)?;
+    if !mounts.is_empty() {
+        cmdline_extra.push_str(&format!("{}={} ", boxlite_protocol::CMDLINE_VOLUMES, boxlite_protocol::volumes_cmdline_value(&mounts)));
+    }
     cmdline_extra.push_str(&options.extra_cmdline);
     let kernel = real_path(&helpers::kernel(options.kernel.as_deref())?)?;
     let initramfs = real_path(&helpers::initramfs(options.initramfs.as_deref())?)?;
     // Created last: a spec that fails leaves no directory behind.
     std::fs::create_dir_all(&options.run_dir).map_err(|e| Error::io(format!("create {}", options.run_dir.display()), e))?;
     let run_dir = real_path(&options.run_dir)?;
+    let cmdline = engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &cmdline_extra);
+    if cmdline.len() >= MAX_CMDLINE {
+        return Err(Error::InvalidOption {
+            field: "volumes",
+            reason: format!(
+                "the kernel command line would be {} bytes (at most {MAX_CMDLINE}); use fewer or shorter guest paths",
+                cmdline.len()
+            ),
+        });
+    }
     Ok(VmSpec {
         engine,
         hardware_acceleration: hardware_kvm,
         kernel,
         initramfs,
-        cmdline: engine::kernel_cmdline(engine, hardware_kvm, AGENT_VSOCK_PORT, &cmdline_extra),
+        cmdline,
         vcpus: options.vcpus,
         memory_mib: options.memory_mib,
         disks,
@@ -200,6 +223,8 @@ fn build_spec(options: &VmOptions, engine: EngineKind, hardware_kvm: bool) -> Re
         detached: options.detached,
         jail: options.jail,
         network,
+        shares,
+        virtiofsd,
     })
 }
 
