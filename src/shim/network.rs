@@ -38,7 +38,7 @@ pub struct Gateway {
     pub pid: u32,
     /// The VMM's end of the frame socket (close-on-exec; the engine passes it on).
     pub vmm_end: OwnedFd,
-    /// Fires when the gateway has exited (a thread waits on its pidfd: threads cannot be
+    /// Fires when the gateway has exited (a thread started now reaps it: no thread can be
     /// started once the shim is in its pid namespace).
     pub exited: tokio::sync::oneshot::Receiver<()>,
     /// The forwards as bound (port 0 resolved), for the VmStarted event.
