@@ -77,7 +77,8 @@ fn main() {
         lite.copy_out("/root/data.bin", &out_dir).await?;
         let copy_out = started.elapsed().as_secs_f64();
 
-        let write = box_seconds(&lite, &format!("dd if=/dev/zero of=/mnt/shared/fs.bin bs=1M count={fs_mb} conv=fsync 2>/dev/null")).await?;
+        let write =
+            box_seconds(&lite, &format!("dd if=/dev/zero of=/mnt/shared/fs.bin bs=1M count={fs_mb} conv=fsync 2>/dev/null")).await?;
         // Cold on both sides: virtiofsd reads through the host's page cache.
         drop_host_caches();
         let read = box_seconds(&lite, "echo 3 > /proc/sys/vm/drop_caches; dd if=/mnt/shared/fs.bin of=/dev/null bs=1M 2>/dev/null").await?;
