@@ -4,7 +4,8 @@
 # the cache), the test root disk and the test images (busybox; Python by debootstrap, about a minute the first
 # time), the workspace (library, CLI, shim with libkrun, benchmarks), runs
 # `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
-# install, pkg-config and find_package consumers, AddressSanitizer), and prints one summary
+# install, pkg-config and find_package consumers, AddressSanitizer), the Python binding's
+# tests (scripts/test-python.sh: pytest), and prints one summary
 # line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,10 @@ log=$(mktemp); trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 scripts/test-c.sh 2>&1 | tee -a "$log" || status=$?
+# The Python binding's scenarios (bindings/python, pytest in a venv under target/).
+scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /tests passed, [0-9]+ tests failed out of/ { f += $4; p += $NF - $4 }
+     /^(=+ )?[0-9]+ (passed|failed|errors?)(,.*)? in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|errors?)/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

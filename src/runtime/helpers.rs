@@ -105,9 +105,19 @@ fn guest_dirs() -> Vec<PathBuf> {
         dirs.push(dir);
     }
     dirs.extend(prefix_dirs("share/boxlite"));
+    // cargo: target/guest beside target/<profile>/.
+    dirs.extend(cargo_output_dirs().into_iter().map(|d| d.join("../guest")));
+    dirs
+}
+
+/// Where cargo leaves the helpers it builds with the library: target/<profile>/, found from
+/// libboxlite.so in it (a program in another language loading the library from a source
+/// tree), from an executable in it, or from a test binary in its deps/.
+fn cargo_output_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = library_dir().into_iter().collect();
     if let Some(exe) = exe_dir() {
-        dirs.push(exe.join("../guest")); // cargo: target/debug/<exe>
-        dirs.push(exe.join("../../guest")); // cargo: target/debug/deps/<test binary>
+        dirs.push(exe.clone());
+        dirs.push(exe.join(".."));
     }
     dirs
 }
@@ -127,20 +137,14 @@ pub fn initramfs(explicit: Option<&Path>) -> Result<PathBuf> {
 
 pub fn shim(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = prefix_dirs("libexec/boxlite").into_iter().map(|d| d.join("boxlite-shim")).collect();
-    if let Some(exe) = exe_dir() {
-        candidates.push(exe.join("boxlite-shim")); // cargo: target/debug/<exe>
-        candidates.push(exe.join("../boxlite-shim")); // cargo: target/debug/deps/<test binary>
-    }
+    candidates.extend(cargo_output_dirs().into_iter().map(|d| d.join("boxlite-shim")));
     first_file("boxlite-shim", SHIM_ENV, explicit, candidates)
 }
 
 /// The network gateway, installed and built beside the shim.
 pub fn netgw() -> Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = prefix_dirs("libexec/boxlite").into_iter().map(|d| d.join("boxlite-netgw")).collect();
-    if let Some(exe) = exe_dir() {
-        candidates.push(exe.join("boxlite-netgw")); // cargo: target/debug/<exe>
-        candidates.push(exe.join("../boxlite-netgw")); // cargo: target/debug/deps/<test binary>
-    }
+    candidates.extend(cargo_output_dirs().into_iter().map(|d| d.join("boxlite-netgw")));
     first_file("boxlite-netgw (the network gateway)", NETGW_ENV, None, candidates)
 }
 
