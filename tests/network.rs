@@ -280,3 +280,16 @@ async fn the_gateway_is_jailed_and_dies_with_the_box() {
     assert!(alive.is_empty(), "the gateway outlived its shim");
     assert!(std::net::TcpListener::bind(("127.0.0.1", forwarded.host_port)).is_ok(), "the forward's port stayed taken");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_dies_stops_its_vm() {
+    let dir = RunDir::new("net-gateway-dies");
+    let vm = boot_with(&dir, NetworkOptions::default()).await;
+    let gateway = *vm.helper_pids().last().expect("the gateway's pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(gateway as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The shim stops the VM rather than leave a box whose network vanished.
+    let alive = wait_gone(&[vm.shim_pid(), vm.vmm_pid()], Duration::from_secs(10));
+    assert!(alive.is_empty(), "the VM outlived its gateway: {alive:?}");
+    let log = std::fs::read_to_string(vm.spec().shim_log()).unwrap();
+    assert!(log.contains("the network gateway exited; stopping the VM"), "{log}");
+}

@@ -30,7 +30,7 @@ pub fn run(
     parent_gone: Option<oneshot::Receiver<()>>,
 ) -> Result<i32, String> {
     use std::ffi::CString;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     use boxlite_vmspec::network::GUEST_MAC;
 
@@ -49,8 +49,8 @@ pub fn run(
     };
 
     // The frame socket stays open for libkrun (krun_start_enter never returns).
-    let (net_fd, gateway_exited, gateway_pid, forwards) = match gateway {
-        Some(g) => (Some(g.vmm_end), Some(g.exited), Some(g.pid), g.forwards),
+    let (net_fd, gateway_exit, gateway_pid, forwards) = match gateway {
+        Some(g) => (Some(g.vmm_end), Some(g.pidfd), Some(g.pid), g.forwards),
         None => (None, None, None, Vec::new()),
     };
     let kernel = path_cstring("kernel path", &spec.kernel)?;
@@ -127,12 +127,12 @@ pub fn run(
                 std::process::exit(1);
             });
         }
-        if let Some(exited) = gateway_exited {
+        if let Some(pidfd) = gateway_exit {
             // The gateway ending ends the VM too (as under qemu). krun enters no pid
-            // namespace, so a thread can still be started to wait for it.
+            // namespace, so a thread can still be started to wait (poll) on its pidfd.
             let spec = spec.clone();
             std::thread::spawn(move || {
-                if exited.blocking_recv().is_ok() {
+                if boxlite_shim::sys::wait_readable(pidfd.as_fd()).is_ok() {
                     eprintln!("boxlite-shim: the network gateway exited; stopping the VM");
                     remove_socket_files(&spec);
                     std::process::exit(1);

@@ -62,20 +62,11 @@ async fn supervise(
     let filter = |policy: Policy| spec.jail.seccomp.then(|| seccomp::program(policy));
     // The gateway ending ends the VM too: a box whose network vanished is not what was asked for.
     let gateway_pid = gateway.as_ref().map(|g| g.pid);
-    let (net_fd, gateway_exited, forwards) = match gateway {
-        Some(g) => (Some(g.vmm_end), Some(g.exited), g.forwards),
+    let (net_fd, gateway_exit, forwards) = match gateway {
+        Some(g) => (Some(g.vmm_end), Some(sys::async_readable(g.pidfd).map_err(|e| format!("watching the gateway: {e}"))?), g.forwards),
         None => (None, None, Vec::new()),
     };
-    let gateway_gone = async move {
-        // A watcher that failed (dropped its sender without a word) is no exit.
-        let exited = match gateway_exited {
-            Some(receiver) => receiver.await.is_ok(),
-            None => false,
-        };
-        if !exited {
-            std::future::pending::<()>().await;
-        }
-    };
+    let gateway_gone = first_readable(gateway_exit.as_slice());
     tokio::pin!(gateway_gone);
     // A volume's server ending ends the VM: its files would vanish under the box.
     let share_exits = shares
@@ -142,7 +133,7 @@ async fn supervise(
             stop(&mut qemu).await;
             1
         }
-        () = &mut gateway_gone => {
+        _ = &mut gateway_gone => {
             eprintln!("boxlite-shim: the network gateway exited; stopping the VM");
             stop(&mut qemu).await;
             stop(&mut vhost).await;

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use boxlite_shim::sys;
 use boxlite_vmspec::network::{gateway_fds, BoundForward, ForwardTarget, GatewayConfig, NetworkSpec, PortForward, Protocol};
@@ -38,9 +38,9 @@ pub struct Gateway {
     pub pid: u32,
     /// The VMM's end of the frame socket (close-on-exec; the engine passes it on).
     pub vmm_end: OwnedFd,
-    /// Fires when the gateway has exited (a thread started now reaps it: no thread can be
-    /// started once the shim is in its pid namespace).
-    pub exited: tokio::sync::oneshot::Receiver<()>,
+    /// Readable once the gateway has exited (opened now: the shim's own policy has no
+    /// pidfd_open). The gateway stays unreaped; it goes with the shim.
+    pub pidfd: OwnedFd,
     /// The forwards as bound (port 0 resolved), for the VmStarted event.
     pub forwards: Vec<BoundForward>,
     /// The uid the gateway runs as, when the shim dropped its privileges.
@@ -138,30 +138,15 @@ pub fn start(spec: &VmSpec, network: &NetworkSpec) -> Result<Gateway, String> {
     let mut child = command.spawn().map_err(|e| format!("spawn {}: {e}", network.gateway.display()))?;
     drop((copies, shim, gateway_end, stats, sockets));
     let pid = child.id();
-    let stdin = child.stdin.take();
-    let exited = watch_exit(child)?;
-    if let Some(Err(e)) = stdin.map(|mut stdin| stdin.write_all(&line)) {
+    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+    if let Some(Err(e)) = child.stdin.take().map(|mut stdin| stdin.write_all(&line)) {
         // It exits on its own (its config never came); the shim exits now too.
         return Err(format!("sending the network gateway its config: {e}"));
     }
     // Its files need no new owner: it writes its stats through the descriptor it was given.
     let uid = drop_privileges.then(|| JAIL_ID_BASE + pid);
     eprintln!("boxlite-shim: network gateway pid {pid} ({:?}; {} forward(s))", network.egress, forwards.len());
-    Ok(Gateway { pid, vmm_end, exited, forwards, uid })
-}
-
-/// A thread that reaps the gateway when it exits and then fires the receiver.
-fn watch_exit(mut child: Child) -> Result<tokio::sync::oneshot::Receiver<()>, String> {
-    let (exited, receiver) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("gateway-watch".into())
-        .spawn(move || {
-            let status = child.wait();
-            eprintln!("boxlite-shim: the network gateway exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
-            let _ = exited.send(());
-        })
-        .map_err(|e| format!("starting the gateway's watcher thread: {e}"))?;
-    Ok(receiver)
+    Ok(Gateway { pid, vmm_end, pidfd, forwards, uid })
 }
 
 /// Binds one forward's host socket: a listening TCP socket or a bound UDP socket.

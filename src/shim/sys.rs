@@ -41,6 +41,23 @@ pub fn pidfd_open_self() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// Blocks until `fd` is readable (poll(2), no timeout): for a pidfd, until its process has
+/// exited. Interrupted polls are retried.
+pub fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut wanted = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: poll on one pollfd that lives on this stack for the call; the borrow keeps
+        // the descriptor open.
+        if unsafe { libc::poll(&mut wanted, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 /// A close-on-exec copy of `fd` numbered `lowest` or more (fcntl F_DUPFD_CLOEXEC).
 pub fn dup_cloexec_at_least(fd: BorrowedFd<'_>, lowest: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the borrow keeps open; it takes integers only.
