@@ -221,3 +221,21 @@ async fn virtiofsd_is_jailed_and_dies_with_the_box() {
 fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
+
+/// A volume whose mount point cannot be made (the busybox root disk is read-only and has no
+/// /mnt/missing) fails the boot with the guest's reason, instead of a box that silently
+/// shows the image's files where the host's were asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_that_cannot_be_mounted_fails_the_boot_with_its_reason() {
+    let dir = RunDir::new("vol-unmountable");
+    let share = RunDir::new("vol-unmountable-share");
+    let shared = share.0.clone();
+    let mut options = dir.options(EngineChoice::Qemu);
+    options.root_disk = Some(busybox_root());
+    options.volumes = vec![Volume::new(&shared, "/mnt/missing", false)];
+    let error = match Vm::boot(options).await {
+        Ok(_) => panic!("a box booted without the volume it was given"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("cannot mount a volume") && error.contains("/mnt/missing"), "{error}");
+}

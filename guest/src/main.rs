@@ -55,7 +55,11 @@ fn main() {
     }
     // Host directories shared into the box: mounted by PID 1 only, like the network.
     if is_pid1 {
-        volumes::mount_all(&root, &volumes::from_cmdline(&cmdline));
+        if let Err(e) = volumes::mount_all(&root, &volumes::from_cmdline(&cmdline)) {
+            // The host reports the VM's end with this line from the console.
+            log!("cannot mount a volume: {e}; the box does not start (on a read-only root disk the mount point must exist)");
+            pid1::power_off();
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

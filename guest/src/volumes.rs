@@ -27,17 +27,14 @@ pub fn from_cmdline(cmdline: &str) -> Vec<VolumeMount> {
     })
 }
 
-/// Mounts every volume inside the root. A volume that fails is logged and left out; the box
-/// still serves (and the path shows no host files).
-pub fn mount_all(root: &Root, volumes: &[VolumeMount]) {
+/// Mounts every volume inside the root. The first that fails is the error: a box without a
+/// volume it was given would show the image's files where the host's were asked for.
+pub fn mount_all(root: &Root, volumes: &[VolumeMount]) -> Result<(), String> {
     for volume in volumes {
-        match mount_one(root, volume) {
-            Ok(()) => {
-                log!("volume {} on {} ({})", volume.tag, volume.guest_path, if volume.read_only { "read-only" } else { "read-write" })
-            }
-            Err(e) => log!("volume {} on {}: {e}", volume.tag, volume.guest_path),
-        }
+        mount_one(root, volume).map_err(|e| format!("volume {} on {}: {e}", volume.tag, volume.guest_path))?;
+        log!("volume {} on {} ({})", volume.tag, volume.guest_path, if volume.read_only { "read-only" } else { "read-write" });
     }
+    Ok(())
 }
 
 fn mount_one(root: &Root, volume: &VolumeMount) -> Result<(), String> {
