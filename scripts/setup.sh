@@ -33,6 +33,7 @@ APT_PACKAGES=(
   skopeo docker-registry apache2-utils debootstrap  # image tests: a loopback registry, htpasswd, a Python image
   libcap-ng-dev libseccomp-dev  # building virtiofsd (volumes with the qemu engine)
   strace                 # scripts/trace-syscalls.sh: measuring the seccomp policies
+  golang-1.23            # the Go binding's tests (scripts/test-go.sh); bookworm-backports on Debian 12
 )
 
 need_apt=()

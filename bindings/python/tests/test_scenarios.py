@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -181,19 +180,15 @@ def test_s8_two_boxes_at_once(runtime: boxlite.Runtime, rootfs: str) -> None:
         one.start()
         two.start()
         assert len(our_shims()) == 2
-        results = {}
-
-        def run(b: boxlite.Box) -> None:
-            results[b.name] = b.exec("sh", "-c", f"sleep 2; echo {b.name}")
-
-        t0 = time.monotonic()
-        threads = [threading.Thread(target=run, args=(b,)) for b in (one, two)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert time.monotonic() - t0 < 3.8, "the two boxes did not run at once"
-        assert results["one"].stdout == b"one\n" and results["two"].stdout == b"two\n"
+        # Both boxes hold a running process at the same moment: each waits on its stdin, and
+        # a bounded wait finds both still running before either is let go.
+        waiting = [b.start_exec("sh", "-c", f"read word; echo {b.name} $word") for b in (one, two)]
+        assert all(execution.poll(200) is None for execution in waiting), "a box's process did not wait"
+        for execution in waiting:
+            execution.stdin.write(b"go\n")
+            execution.stdin.close()
+        results = [execution.wait(timeout=60) for execution in waiting]
+        assert [r.stdout for r in results] == [b"one go\n", b"two go\n"], results
         assert [b.name for b in runtime.list_boxes()] == ["one", "two"]
 
 
