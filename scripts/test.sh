@@ -6,7 +6,7 @@
 # `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
 # install, pkg-config and find_package consumers, AddressSanitizer), the Python binding's
 # tests (scripts/test-python.sh: pytest), the Go binding's tests (scripts/test-go.sh: go vet,
-# go test -race), and prints one summary
+# go test -race), the Node binding's tests (scripts/test-node.sh: node --test), and prints one summary
 # line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +26,12 @@ scripts/test-c.sh 2>&1 | tee -a "$log" || status=$?
 scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
 # The Go binding's scenarios (bindings/go, go vet + go test -race).
 scripts/test-go.sh 2>&1 | tee -a "$log" || status=$?
+# The Node binding's scenarios (bindings/node, node --test; koffi from npm via npm ci).
+scripts/test-node.sh 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /tests passed, [0-9]+ tests failed out of/ { f += $4; p += $NF - $4 }
      /^(=+ )?[0-9]+ (passed|failed|errors?)(,.*)? in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|errors?)/) f += $i } }
      /^ *--- PASS: / { p++ }  /^ *--- FAIL: / { f++ }
+     /^# pass [0-9]+$/ { p += $3 }  /^# fail [0-9]+$/ { f += $3 }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

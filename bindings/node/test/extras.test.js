@@ -1,0 +1,53 @@
+'use strict';
+// Beyond the scenario table: the JS thread is never blocked; a stream left early is killed.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const boxlite = require('..');
+const { ENGINE, rootfs, freshHome, settle } = require('./helpers');
+
+async function openBox(t) {
+  const runtime = await boxlite.Runtime.open({ home: freshHome(t), engine: ENGINE });
+  t.after(() => runtime.close());
+  const box = await runtime.createBox({ rootDisk: rootfs(), rootDiskReadOnly: true });
+  t.after(() => box.close());
+  return box;
+}
+
+test('the event loop never blocks: boot, a 1 s command, stop', async (t) => {
+  const box = await openBox(t);
+  let last = Date.now();
+  let worst = 0;
+  const ticker = setInterval(() => { const now = Date.now(); worst = Math.max(worst, now - last); last = now; }, 10);
+  try {
+    const result = await box.exec(['sh', '-c', 'sleep 1; echo slept']); // boots the box first
+    assert.equal(result.stdout.toString(), 'slept\n');
+    await box.stop();
+  } finally {
+    clearInterval(ticker);
+  }
+  assert.ok(worst < 900, `the event loop was blocked for ${worst} ms`);
+  assert.equal(box.status, 'stopped');
+});
+
+test('a stream left early is killed and its callbacks released', async (t) => {
+  const box = await openBox(t);
+  const execution = await box.stream(['yes']);
+  let taken = 0;
+  for await (const chunk of execution) {
+    assert.equal(chunk.stream, 'stdout');
+    if (++taken === 3) break;
+  }
+  assert.ok(await settle(() => !execution.running, 10), 'the process still runs');
+  await execution.close();
+  assert.ok(!(await box.exec(['ps'])).stdout.toString().includes(' yes'));
+});
+
+test('a closed object refuses calls with InvalidState; unknown engine and protocol are InvalidArgument', async (t) => {
+  const box = await openBox(t);
+  await box.close();
+  assert.throws(() => box.status, boxlite.InvalidState);
+  await assert.rejects(boxlite.Runtime.open({ engine: 'warp' }), boxlite.InvalidArgument);
+  const runtime = await boxlite.Runtime.open({ home: freshHome(t), engine: ENGINE });
+  t.after(() => runtime.close());
+  await assert.rejects(runtime.createBox({ rootDisk: rootfs(), ports: [{ guest: 80, protocol: 'sctp' }] }), boxlite.InvalidArgument);
+});
