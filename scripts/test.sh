@@ -5,7 +5,7 @@
 # time), the workspace (library, CLI, shim with libkrun, benchmarks), runs
 # `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
 # install, pkg-config and find_package consumers, AddressSanitizer), the Python binding's
-# tests (scripts/test-python.sh: pytest), the Go binding's tests (scripts/test-go.sh: go vet,
+# tests (scripts/test-python.sh: pytest) and its wheel (installed in a fresh venv), the Go binding's tests (scripts/test-go.sh: go vet,
 # go test -race), the Node binding's tests (scripts/test-node.sh: node --test), and prints one summary
 # line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
 set -euo pipefail
@@ -24,6 +24,9 @@ cargo test --workspace 2>&1 | tee "$log" || status=$?
 scripts/test-c.sh 2>&1 | tee -a "$log" || status=$?
 # The Python binding's scenarios (bindings/python, pytest in a venv under target/).
 scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
+# The wheel, built from this commit's release build (test-c.sh made it), installed in a fresh
+# venv outside the tree, runs the README example with nothing but a host qemu.
+bindings/python/scripts/test-wheel.sh 2>&1 | tee -a "$log" || status=$?
 # The Go binding's scenarios (bindings/go, go vet + go test -race).
 scripts/test-go.sh 2>&1 | tee -a "$log" || status=$?
 # The Node binding's scenarios (bindings/node, node --test; koffi from npm via npm ci).
@@ -33,5 +36,6 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += 
      /^(=+ )?[0-9]+ (passed|failed|errors?)(,.*)? in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|errors?)/) f += $i } }
      /^ *--- PASS: / { p++ }  /^ *--- FAIL: / { f++ }
      /^# pass [0-9]+$/ { p += $3 }  /^# fail [0-9]+$/ { f += $3 }
+     /^test-wheel: ok$/ { p++ }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
