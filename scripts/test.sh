@@ -7,9 +7,11 @@
 # install, pkg-config and find_package consumers, AddressSanitizer), the Python binding's
 # tests (scripts/test-python.sh: pytest) and its wheel (installed in a fresh venv), the Go binding's tests (scripts/test-go.sh: go vet,
 # go test -race), the Node binding's tests (scripts/test-node.sh: node --test), and prints one summary
-# line of all results. Needs what scripts/setup.sh installs; run that first on a fresh machine.
+# line of all results. It first runs scripts/setup.sh (idempotent: a fraction of a second
+# when everything is installed and cached), so it works as the first command on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 cargo fmt --all -- --check || { echo "test: run cargo fmt --all" >&2; exit 1; }
 scripts/build-guest.sh
 scripts/build-test-rootfs.sh >/dev/null
