@@ -13,7 +13,8 @@ boxlite=(target/debug/boxlite --home "$PWD/target/quickstart-home" "$@")
 "${boxlite[@]}" rm --force quickstart >/dev/null 2>&1 || true
 
 echo "== 1. A new box from the Python image runs a program, then stops"
-"${boxlite[@]}" run --name quickstart --image localhost/boxlite/python:3 --import-layout "$python_image" --timings -- \
+"${boxlite[@]}" import "$python_image" localhost/boxlite/python:3 >/dev/null
+"${boxlite[@]}" run --name quickstart --timings localhost/boxlite/python:3 \
   python3 -c '
 import platform, statistics
 primes = [n for n in range(2, 200) if all(n % d for d in range(2, int(n ** 0.5) + 1))]
@@ -24,5 +25,7 @@ with open("/root/report.txt", "w") as f:
 '
 
 echo "== 2. The same box, started again: the file it wrote is still there"
-"${boxlite[@]}" run --name quickstart --timings -- cat /root/report.txt
-"${boxlite[@]}" ls
+"${boxlite[@]}" start quickstart >/dev/null
+"${boxlite[@]}" exec quickstart cat /root/report.txt
+"${boxlite[@]}" stop quickstart >/dev/null
+"${boxlite[@]}" ps -a
