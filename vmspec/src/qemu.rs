@@ -10,6 +10,9 @@ use crate::spec::{DiskFormat, VmSpec, GUEST_CID};
 /// The descriptor qemu gets its end of the network frame socket on (`-netdev stream`).
 pub const QEMU_NET_FD: i32 = 3;
 
+/// The TCG translation cache bound in MiB (`-accel tcg,tb-size=`).
+pub const TCG_TB_SIZE_MIB: u32 = 16;
+
 /// Arguments for vhost-device-vsock serving this VM's vsock.
 pub fn vhost_vsock_args(spec: &VmSpec) -> Vec<OsString> {
     vec![
@@ -34,9 +37,13 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     // microvm: virtio-mmio only, no PCI, no firmware tables to build. vhost-user needs the
     // guest RAM in a shared memfd, else the backend cannot reach the rings and vsock is dead.
     push(&["-M", "microvm,acpi=off,memory-backend=mem"]);
-    push(&["-accel", if spec.hardware_acceleration { "kvm" } else { "tcg" }]);
     if spec.hardware_acceleration {
-        push(&["-cpu", "host"]);
+        push(&["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        // The translation cache is the largest part of an idle TCG box's own memory: qemu's
+        // default lets it grow to 1 GiB (an idle box had touched ~26 MiB of it). Bounded,
+        // it is flushed and refilled when full (docs/boot.md: the size against exec speed).
+        push(&["-accel", &format!("tcg,tb-size={TCG_TB_SIZE_MIB}")]);
     }
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={memory},share=on")]);
     push(&["-m", &memory, "-smp", &spec.vcpus.to_string()]);
@@ -47,6 +54,9 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     push(&["-append", &spec.cmdline]);
     push(&["-chardev", &format!("socket,id=vsock,path={}", spec.vhost_user_socket().display())]);
     push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+    // Free page reporting: the guest reports the pages it frees and qemu punches them out of
+    // the guest RAM memfd, so an idle box holds what it uses, not what it ever touched.
+    push(&["-device", "virtio-balloon-device,free-page-reporting=on"]);
     for disk in &spec.disks {
         let format = match disk.format {
             DiskFormat::Raw => "raw",
@@ -152,7 +162,8 @@ mod tests {
     fn tcg_microvm_with_shared_memory_and_vsock() {
         let line = joined(qemu_args(&spec(false)));
         assert!(line.contains("-M microvm,acpi=off,memory-backend=mem"), "{line}");
-        assert!(line.contains("-accel tcg"), "{line}");
+        assert!(line.contains(&format!("-accel tcg,tb-size={TCG_TB_SIZE_MIB}")), "{line}");
+        assert!(line.contains("-device virtio-balloon-device,free-page-reporting=on"), "{line}");
         assert!(!line.contains("-cpu host"), "{line}");
         assert!(line.contains("memory-backend-memfd,id=mem,size=256M,share=on"), "{line}");
         assert!(line.contains("-device vhost-user-vsock-device,chardev=vsock"), "{line}");
@@ -166,6 +177,7 @@ mod tests {
     fn kvm_when_hardware_acceleration() {
         let line = joined(qemu_args(&spec(true)));
         assert!(line.contains("-accel kvm -cpu host"), "{line}");
+        assert!(!line.contains("tb-size"), "{line}");
     }
 
     #[test]
