@@ -337,6 +337,18 @@ impl LiteBox {
         BoxMetrics { last_boot_ms: state.last_boot_ms, boots: state.boots, exec: self.inner.exec_counters.snapshot(), network }
     }
 
+    /// The host processes of the box's running VM (shim, VMM, helpers), to measure what the
+    /// box costs the host; empty when no VM of this runtime runs it.
+    pub async fn pids(&self) -> Vec<u32> {
+        let vm = self.inner.vm.lock().await;
+        vm.as_ref().filter(|vm| vm.exit_status().is_none()).map(|vm| vm.pids()).unwrap_or_default()
+    }
+
+    /// The boot breakdown of the running VM (see [`Vm::timings`]); None when not running.
+    pub async fn boot_timings(&self) -> Option<crate::runtime::vm::BootTimings> {
+        self.inner.vm.lock().await.as_ref().map(|vm| vm.timings())
+    }
+
     /// Guest CPU and memory as the agent reports them (the box must be running).
     pub async fn guest_stats(&self) -> Result<crate::runtime::agent::GuestStats> {
         let vm = self.inner.vm.lock().await.clone();
