@@ -5,7 +5,8 @@
 # time), the workspace (library, CLI, shim with libkrun, benchmarks), runs
 # `cargo test` over the workspace, then the C API's tests (scripts/test-c.sh: CMake
 # install, pkg-config and find_package consumers, AddressSanitizer), the Python binding's
-# tests (scripts/test-python.sh: pytest) and its wheel (installed in a fresh venv), the Go binding's tests (scripts/test-go.sh: go vet,
+# tests (scripts/test-python.sh: pytest) and its wheel (installed in a fresh venv), the Ray box
+# pool on a local multi-node cluster (scripts/test-ray.sh), the Go binding's tests (scripts/test-go.sh: go vet,
 # go test -race), the Node binding's tests (scripts/test-node.sh: node --test), and prints one summary
 # line of all results. It first runs scripts/setup.sh (idempotent: a fraction of a second
 # when everything is installed and cached), so it works as the first command on a fresh machine.
@@ -29,6 +30,9 @@ scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
 # The wheel, built from this commit's release build (test-c.sh made it), installed in a fresh
 # venv outside the tree, runs the README example with nothing but a host qemu.
 bindings/python/scripts/test-wheel.sh 2>&1 | tee -a "$log" || status=$?
+# The Ray box pool (bindings/python/tests_ray: a local multi-node Ray cluster on this machine;
+# installs Ray from PyPI into target/pyvenv once).
+scripts/test-ray.sh 2>&1 | tee -a "$log" || status=$?
 # The Go binding's scenarios (bindings/go, go vet + go test -race).
 scripts/test-go.sh 2>&1 | tee -a "$log" || status=$?
 # The Node binding's scenarios (bindings/node, node --test; koffi from npm via npm ci).

@@ -928,6 +928,32 @@ class Runtime:
         finally:
             lib.boxlite_box_list_free(lst)
 
+    # images -----------------------------------------------------------------------------
+    def _digest_call(self, fn: Any, *args: Any) -> str:
+        out = ctypes.c_void_p()
+        with self._handle.use() as rt:
+            errors.check(fn(ctypes.byref(out), rt, *args))
+        try:
+            return ctypes.string_at(out.value).decode() if out.value else ""
+        finally:
+            if out.value:
+                _lib().boxlite_string_free(out.value)
+
+    def pull_image(self, reference: str) -> str:
+        """Pulls `name[:tag][@digest]` into this home's cache; returns the manifest digest."""
+        return self._digest_call(_require("boxlite_runtime_pull_image"), _cstr(reference), None, None)
+
+    def import_image(self, layout_dir: Union[str, os.PathLike], name: str, tag: Optional[str] = None) -> str:
+        """Imports an OCI image layout directory as `name` (`tag` picks the layout's image;
+        None takes its only one); returns the manifest digest."""
+        fn = _require("boxlite_runtime_import_image")
+        return self._digest_call(fn, _cstr(layout_dir), None if tag is None else _cstr(tag), _cstr(name))
+
+    def import_image_archive(self, archive: Union[str, os.PathLike], name: str, tag: Optional[str] = None) -> str:
+        """As import_image, from a tar of an OCI layout or a `docker save` archive."""
+        fn = _require("boxlite_runtime_import_image_archive")
+        return self._digest_call(fn, _cstr(archive), None if tag is None else _cstr(tag), _cstr(name))
+
     @property
     def closed(self) -> bool:
         return self._handle.closed
