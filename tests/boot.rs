@@ -92,6 +92,37 @@ async fn forcing_krun_fails_fast_without_hardware_kvm_or_boots_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_dial_to_the_host_fails_is_dialed_instead() {
+    let dir = RunDir::new("dial-fails");
+    let mut options = dir.options(EngineChoice::Qemu);
+    options.boot_timeout = Duration::from_secs(60);
+    // The host's ready socket, unlinked as soon as it exists, long before the guest can dial
+    // it (the listener stays open but unreachable): every dial of the agent fails, as when
+    // the guest's connects time out, so only the host's own dial can make this boot.
+    let ready = dir.0.join("vmm/vsock.sock_1025");
+    let unlinker = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if std::fs::remove_file(&ready).is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        false
+    });
+    let booted = Vm::boot(options).await;
+    assert!(unlinker.await.unwrap(), "the ready socket never appeared");
+    let console = std::fs::read_to_string(dir.0.join("vmm/console.log")).unwrap_or_default();
+    let vm = match booted {
+        Ok(vm) => vm,
+        Err(e) => panic!("the boot should fall back to dialing the agent: {e}\nconsole:\n{console}"),
+    };
+    assert!(console.contains(boxlite_protocol::CONSOLE_AGENT_AWAITS_HOST), "the agent's dial did not fail; console:\n{console}");
+    let pong = vm.ping().await.expect("ping over the host's own connection");
+    assert_eq!(pong.boot_id, vm.first_ping().boot_id);
+    vm.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_that_never_answers_fails_at_the_deadline_with_the_console_tail() {
     let dir = RunDir::new("silent");
     let mut options = dir.options(EngineChoice::Qemu);

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use boxlite_protocol::GUEST_VSOCK_MAX_WRITE;
+use boxlite_protocol::{CONSOLE_AGENT_AWAITS_HOST, GUEST_VSOCK_MAX_WRITE};
 use futures::stream::{self, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
@@ -28,7 +28,7 @@ pub fn connections(port: u32, host_port: u32) -> io::Result<ttrpc::asynchronous:
         match result {
             Ok(stream) => Some(Ok(stream)),
             Err(e) => {
-                log!("could not reach the host on vsock port {host_port} ({e}); waiting for it to connect");
+                log!("could not reach the host on vsock port {host_port} ({e}); {CONSOLE_AGENT_AWAITS_HOST}");
                 None
             }
         }

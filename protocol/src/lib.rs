@@ -35,6 +35,11 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// driver is up, and the agent then never answers.)
 pub const AGENT_HOST_PORT: u32 = 1025;
 
+/// What the agent writes on the console when its dial to [`AGENT_HOST_PORT`] failed and it
+/// waits for the host to connect to its own port instead; the host looks for it in the
+/// console log's tail, and then dials.
+pub const CONSOLE_AGENT_AWAITS_HOST: &str = "waiting for the host to connect";
+
 /// Kernel command-line key that overrides [`AGENT_VSOCK_PORT`] (`boxlite.port=N`).
 pub const CMDLINE_AGENT_PORT: &str = "boxlite.port";
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::PingResponse;
-use boxlite_protocol::{AGENT_HOST_PORT, AGENT_VSOCK_PORT};
+use boxlite_protocol::{AGENT_HOST_PORT, AGENT_VSOCK_PORT, CONSOLE_AGENT_AWAITS_HOST};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};

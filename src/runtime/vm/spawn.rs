@@ -82,19 +82,21 @@ impl Vm {
         // Keep draining the shim's stdout so that it never blocks on a full pipe.
         tokio::spawn(async move { while next_event(&mut events).await.is_ok() {} });
 
-        // The agent dials the host's ready port once it serves; wait for that connection.
+        // The agent dials the host's ready port once it serves; wait for that connection. If
+        // its dial fails, it says so on the console and keeps serving its own port: then dial
+        // that instead of waiting out the deadline.
         let waiting = format!("the agent never connected to {}", ready_socket.display());
         let mut shim_exit = exit.clone();
-        let accepted = tokio::select! {
-            accepted = ready.accept() => accepted.map(|(stream, _)| stream).map_err(|e| format!("accept on {}: {e}", ready_socket.display())),
+        let connected = tokio::select! {
+            accepted = ready.accept() => accepted.map(|(stream, _)| AgentClient::over(stream)).map_err(|e| format!("accept on {}: {e}", ready_socket.display())),
+            agent = dial_agent(&spec) => Ok(agent),
             _ = tokio::time::sleep_until(deadline.into()) => Err(waiting),
             Ok(_) = shim_exit.wait_for(Option::is_some) => Err("the shim exited".into()),
         };
         drop(ready);
         let _ = std::fs::remove_file(&ready_socket);
-        let pinged = match accepted {
-            Ok(stream) => {
-                let agent = AgentClient::over(stream);
+        let pinged = match connected {
+            Ok(agent) => {
                 let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
                 match agent.ping(remaining).await {
                     Ok(pong) => Ok((agent, pong)),
@@ -123,6 +125,27 @@ impl Vm {
         let lifeline = Arc::new(Lifeline { kill: kill.clone(), detached: spec.detached, _watchdog: watchdog });
         let link = Link { agent, exit: exit.clone(), spec: spec.clone(), _lifeline: lifeline };
         Ok(Vm { spec, shim_pid, vmm_pid, helper_pids, forwards, link, first_ping, timings, exec_counters: Arc::default(), exit, kill })
+    }
+}
+
+/// The way in when the agent's dial to the host failed (seen once under heavy host load: the
+/// guest's connects timed out for all of its 10 s of retries): it then says so on the console
+/// and keeps serving its own port, so connect to that. Only then: a host connection requested
+/// while the guest's vsock driver is still coming up can wedge the backend (docs/boot.md).
+/// The console is the guest's, but all it can steer here is a dial to its own port. The
+/// boot's deadline bounds the whole.
+async fn dial_agent(spec: &VmSpec) -> AgentClient {
+    let console = spec.console_log();
+    while !log_tail(&console).contains(CONSOLE_AGENT_AWAITS_HOST) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let endpoint = spec.host_to_guest(AGENT_VSOCK_PORT);
+    loop {
+        match AgentClient::connect(&endpoint, Duration::from_secs(2)).await {
+            Ok(agent) => return agent,
+            Err(e) => tracing::debug!(run_dir = %spec.run_dir.display(), "dialing the agent: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
