@@ -155,12 +155,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = ("hello-from-" + tag + "\n").encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *args): pass
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("0.0.0.0", 9999))
 def udp_echo():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9999))
     while True:
-        data, peer = s.recvfrom(2048); s.sendto(tag.encode() + b":" + data, peer)
+        data, peer = udp.recvfrom(2048); udp.sendto(tag.encode() + b":" + data, peer)
 threading.Thread(target=udp_echo, daemon=True).start()
-http.server.HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+server = http.server.HTTPServer(("0.0.0.0", 8000), Handler)
+print("listening", flush=True)  # both sockets are bound: the test may connect now
+server.serve_forever()
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +191,16 @@ async fn tcp_and_udp_forwards_reach_servers_in_boxes() {
             ..Default::default()
         };
         let lite = rt.create_box(options).unwrap();
-        let server = lite.exec(ExecCommand::new("python3").args(["-c", SERVE, &format!("web{i}")])).await.expect("start the servers");
+        let mut server = lite.exec(ExecCommand::new("python3").args(["-c", SERVE, &format!("web{i}")])).await.expect("start the servers");
+        // Python starts slowly under TCG on a loaded host: wait for its word, not a guess.
+        let mut stdout = server.take_stdout().expect("the server's stdout");
+        let mut said = Vec::new();
+        while !String::from_utf8_lossy(&said).contains("listening") {
+            match tokio::time::timeout(Duration::from_secs(120), stdout.next_chunk()).await {
+                Ok(Some(Ok(chunk))) => said.extend(chunk),
+                other => panic!("the server in web{i} never said it listens ({other:?}); said {:?}", String::from_utf8_lossy(&said)),
+            }
+        }
         boxes.push((lite, server));
     }
     let mut tcp_ports = Vec::new();

@@ -177,12 +177,24 @@ async fn raw_vsock(lite_box: &LiteBox, mib: u32) -> Result<Measured, String> {
     // library reaches the agent (`CONNECT <port>` then `OK <port>`).
     let socket = lite_box.dir().join("vmm/vsock.sock");
     let script = format!(
-        "import socket\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\ns.bind((socket.VMADDR_CID_ANY, {RAW_PORT}))\ns.listen(1)\nc, _ = s.accept()\nb = bytes(1 << 20)\nfor _ in range({mib}):\n    c.sendall(b)\nc.close()\n"
+        "import socket\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\ns.bind((socket.VMADDR_CID_ANY, {RAW_PORT}))\ns.listen(1)\nprint(\"listening\", flush=True)\nc, _ = s.accept()\nb = bytes(1 << 20)\nfor _ in range({mib}):\n    c.sendall(b)\nc.close()\n"
     );
     let python = ExecCommand::new("python3").args(["-c", &script]).timeout(WRITER_TIMEOUT);
-    let execution = lite_box.exec(python).await.map_err(|e| e.to_string())?;
+    let mut execution = lite_box.exec(python).await.map_err(|e| e.to_string())?;
+    let mut said = execution.take_stdout().ok_or("no stdout")?;
+    let mut phase = "python3 not listening yet";
     let reading = async {
+        // Dial only once the guest says it listens (no dials refused while python3 starts).
+        let mut line = Vec::new();
+        while !line.ends_with(b"listening\n") {
+            match said.next_chunk().await {
+                Some(chunk) => line.extend_from_slice(&chunk.map_err(|e| e.to_string())?),
+                None => return Err("python3 ended before it listened".to_string()),
+            }
+        }
+        phase = "python3 listens; no OK from the backend yet";
         let mut stream = connect_when_listening(&socket).await?;
+        phase = "connected (the backend answered OK) but no byte came";
         let mut counter = Counter::default();
         let mut buffer = vec![0u8; 1 << 20];
         loop {
@@ -190,6 +202,7 @@ async fn raw_vsock(lite_box: &LiteBox, mib: u32) -> Result<Measured, String> {
             if n == 0 {
                 break;
             }
+            phase = "data came, then stopped";
             counter.add(n);
         }
         Ok::<_, String>(counter)
@@ -197,7 +210,7 @@ async fn raw_vsock(lite_box: &LiteBox, mib: u32) -> Result<Measured, String> {
     // Bounded as a whole: in tries here the guest's end never answered (see the report).
     let counter = match tokio::time::timeout(RAW_LIMIT, reading).await {
         Ok(counter) => counter,
-        Err(_) => Err(format!("no data through guest port {RAW_PORT} within {RAW_LIMIT:?}")),
+        Err(_) => Err(format!("no end of the data through guest port {RAW_PORT} within {RAW_LIMIT:?}: {phase}")),
     };
     if counter.is_err() {
         // A writer still waiting in accept() would hold output() until its timeout.
@@ -223,16 +236,24 @@ async fn connect_when_listening(socket: &Path) -> Result<tokio::net::UnixStream,
             Err(e) => last = format!("connect {}: {e}", socket.display()),
             Ok(mut stream) => {
                 stream.write_all(format!("CONNECT {RAW_PORT}\n").as_bytes()).await.map_err(|e| format!("send CONNECT: {e}"))?;
-                // Byte by byte up to the newline: what follows it is the data. Bounded.
+                // Byte by byte up to the newline: what follows it is the data. Bounded in
+                // length and in time (a refused CONNECT may get no answer at all).
                 let mut reply = Vec::new();
-                let mut byte = [0u8; 1];
-                while reply.len() < 64 && stream.read(&mut byte).await.map_err(|e| format!("read reply: {e}"))? == 1 && byte[0] != b'\n' {
-                    reply.push(byte[0]);
+                let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                    let mut byte = [0u8; 1];
+                    while reply.len() < 64 && stream.read(&mut byte).await.map_err(|e| format!("read reply: {e}"))? == 1 && byte[0] != b'\n'
+                    {
+                        reply.push(byte[0]);
+                    }
+                    Ok::<_, String>(())
+                })
+                .await;
+                match answer {
+                    Ok(Ok(())) if reply.starts_with(b"OK ") => return Ok(stream),
+                    Ok(Ok(())) => last = format!("the backend answered {:?}", String::from_utf8_lossy(&reply)),
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = format!("no answer to CONNECT {RAW_PORT} within 5 s"),
                 }
-                if reply.starts_with(b"OK ") {
-                    return Ok(stream);
-                }
-                last = format!("the backend answered {:?}", String::from_utf8_lossy(&reply));
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
