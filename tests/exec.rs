@@ -138,6 +138,23 @@ async fn a_hundred_megabytes_arrive_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collected_output_that_outlasts_the_agents_linger_arrives_whole() {
+    let dir = RunDir::new("exec-linger");
+    let vm = boot_busybox(&dir).await;
+    // exec_output's Start waits up to 2 s in the agent for the process to finish. Past that,
+    // with the exit before the output's end (a background child holds stdout), or with more
+    // output than one answer holds, the rest comes through ReadOutput and Wait.
+    let late = run(&vm, sh("echo early; sleep 3; echo late >&2; exit 5")).await;
+    assert_eq!((late.stdout.as_slice(), late.stderr.as_slice(), late.status.code), (&b"early\n"[..], &b"late\n"[..], Some(5)));
+    let held = run(&vm, sh("(sleep 3; echo from-background) & echo from-foreground")).await;
+    assert_eq!(String::from_utf8_lossy(&held.stdout), "from-foreground\nfrom-background\n");
+    let big = run(&vm, sh("head -c 3000000 /dev/zero | tr '\\0' x; echo done >&2")).await;
+    assert_eq!(big.stdout.len(), 3_000_000);
+    assert!(big.stdout.iter().all(|&b| b == b'x') && big.stderr == b"done\n");
+    assert!(big.status.success() && !big.stdout_truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_executions_in_one_box_and_across_two() {
     let (dir_a, dir_b) = (RunDir::new("exec-many-a"), RunDir::new("exec-many-b"));
     let (a, b) = tokio::join!(boot_busybox(&dir_a), boot_busybox(&dir_b));

@@ -1,20 +1,23 @@
 //! An agent that answers every long poll at once with "nothing yet" (the real ttrpc
 //! Execution service, served in this process). The host must back off and give up, not ask
 //! again at once forever on the runtime's shared workers; and a healthy box beside it keeps
-//! its exec latency.
+//! its exec latency. Then a scripted agent for the lingering Start of collected output: one
+//! round trip when it saw everything, ReadOutput and Wait after it when it did not, and an
+//! answer with more output than asked for refused.
 
 mod common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boxlite::runtime::agent::AgentClient;
 use boxlite::{Error, ExecCommand, Execution};
 use boxlite_protocol::agent::{
-    exec_error::Kind as WireErrorKind, ExecError, ReadOutputRequest, ReadOutputResponse, ReleaseRequest, ReleaseResponse, SignalRequest,
-    SignalResponse, StartRequest, StartResponse, WaitRequest, WaitResponse, WriteStdinRequest, WriteStdinResponse,
+    exec_error::Kind as WireErrorKind, ExecError, OutputStream as WireStream, ReadOutputRequest, ReadOutputResponse, ReleaseRequest,
+    ReleaseResponse, SignalRequest, SignalResponse, StartRequest, StartResponse, WaitRequest, WaitResponse, WriteStdinRequest,
+    WriteStdinResponse,
 };
 use boxlite_protocol::agent_ttrpc::{create_execution, Execution as ExecutionService};
 use ttrpc::asynchronous::{Server, TtrpcContext};
@@ -203,4 +206,111 @@ async fn an_agents_long_messages_are_quoted_at_a_bounded_length() {
     let _ = std::fs::remove_file(&socket);
     assert!(matches!(failed, Error::Agent { rpc: "ReadOutput", .. }), "{}", &text[..text.len().min(200)]);
     assert!(text.len() < 2048 && text.contains("bytes)"), "{} bytes: {}", text.len(), &text[..text.len().min(200)]);
+}
+
+/// Answers Start with `start` (a lingering Start's answer), then stdout's `more_stdout` and
+/// its end, stderr's end and `exit_code`; records the Start request and counts the rest.
+#[derive(Default)]
+struct Scripted {
+    start: StartResponse,
+    more_stdout: Vec<u8>,
+    exit_code: i32,
+    asked: Mutex<Option<StartRequest>>,
+    served_stdout: std::sync::atomic::AtomicBool,
+    later_calls: AtomicU64,
+    releases: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ExecutionService for Scripted {
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        *self.asked.lock().unwrap() = Some(req);
+        Ok(self.start.clone())
+    }
+
+    async fn read_output(&self, _ctx: &TtrpcContext, req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
+        self.later_calls.fetch_add(1, Ordering::Relaxed);
+        let stdout = req.stream.enum_value() == Ok(WireStream::STDOUT);
+        if stdout && !self.more_stdout.is_empty() && !self.served_stdout.swap(true, Ordering::Relaxed) {
+            return Ok(ReadOutputResponse { data: self.more_stdout.clone(), ..Default::default() });
+        }
+        Ok(ReadOutputResponse { eof: true, ..Default::default() })
+    }
+
+    async fn write_stdin(&self, _ctx: &TtrpcContext, _req: WriteStdinRequest) -> ttrpc::Result<WriteStdinResponse> {
+        self.later_calls.fetch_add(1, Ordering::Relaxed);
+        Ok(WriteStdinResponse::default())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, _req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        self.later_calls.fetch_add(1, Ordering::Relaxed);
+        Ok(WaitResponse { exited: true, exit_code: self.exit_code, ..Default::default() })
+    }
+
+    async fn release(&self, _ctx: &TtrpcContext, _req: ReleaseRequest) -> ttrpc::Result<ReleaseResponse> {
+        self.releases.fetch_add(1, Ordering::Relaxed);
+        Ok(ReleaseResponse::default())
+    }
+}
+
+/// Collects the output of a process started through `agent`, keeping at most 10 bytes per
+/// stream; and the agent, once a Release the host may have sent has had time to arrive.
+async fn collect_through(agent: Scripted, name: &str) -> (boxlite::Result<boxlite::ExecOutput>, Arc<Scripted>) {
+    let agent = Arc::new(agent);
+    let socket = std::env::temp_dir().join(format!("boxlite-scripted-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut server = Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(agent.clone()));
+    server.start().await.unwrap();
+    let client = AgentClient::over(tokio::net::UnixStream::connect(&socket).await.unwrap());
+    let output = Execution::output_unsupervised(client, ExecCommand::new("anything").output_limit(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::fs::remove_file(&socket);
+    (output, agent)
+}
+
+fn lingered(stdout: &[u8], stdout_eof: bool, exit: Option<i32>) -> StartResponse {
+    StartResponse {
+        exec_id: "scripted-1".into(),
+        pid: 9,
+        stdout: stdout.to_vec(),
+        stderr: b"err".to_vec(),
+        stdout_eof,
+        stderr_eof: true,
+        exit: exit.map(|exit_code| WaitResponse { exited: true, exit_code, ..Default::default() }).into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_collecting_start_that_saw_everything_is_the_only_round_trip() {
+    let agent = Scripted { start: lingered(b"out", true, Some(3)), ..Default::default() };
+    let (output, agent) = collect_through(agent, "everything").await;
+    let output = output.unwrap();
+    assert_eq!((output.stdout.as_slice(), output.stderr.as_slice(), output.status.code), (&b"out"[..], &b"err"[..], Some(3)));
+    let asked = agent.asked.lock().unwrap().clone().unwrap();
+    assert!(asked.close_stdin && asked.linger_ms > 0, "{asked:?}");
+    assert_eq!(asked.linger_max_bytes, 11, "one byte past the output limit, to see an overflow");
+    assert_eq!(agent.later_calls.load(Ordering::Relaxed), 0, "no ReadOutput, WriteStdin or Wait after a complete Start");
+    assert_eq!(agent.releases.load(Ordering::Relaxed), 0, "the agent dropped its record already");
+}
+
+#[tokio::test]
+async fn a_collecting_start_cut_short_goes_on_with_read_output_and_wait() {
+    let agent = Scripted { start: lingered(b"ab", false, None), more_stdout: b"cd".to_vec(), exit_code: 0, ..Default::default() };
+    let (output, agent) = collect_through(agent, "cut-short").await;
+    let output = output.unwrap();
+    assert_eq!((output.stdout.as_slice(), output.stderr.as_slice(), output.status.code), (&b"abcd"[..], &b"err"[..], Some(0)));
+    // Two ReadOutputs of stdout (its rest, then its end) and a Wait; stderr had ended.
+    assert_eq!(agent.later_calls.load(Ordering::Relaxed), 3);
+    assert_eq!(agent.releases.load(Ordering::Relaxed), 1, "the execution goes on in the agent: the host releases it");
+}
+
+#[tokio::test]
+async fn a_collecting_start_that_answers_more_than_asked_is_refused() {
+    let agent = Scripted { start: lingered(b"twelve bytes", true, Some(0)), ..Default::default() };
+    let (output, _agent) = collect_through(agent, "too-much").await;
+    match output {
+        Err(Error::GuestProtocol { what }) => assert!(what.contains("more than the 11"), "{what}"),
+        other => panic!("expected a GuestProtocol error, got {:?}", other.map(|o| o.stdout)),
+    }
 }

@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +81,7 @@ impl ExecService {
         execs.get(exec_id).cloned().ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("no execution {exec_id:?} in this box")))
     }
 
-    fn start_process(&self, req: &StartRequest) -> Result<(String, u32), ExecError> {
+    fn start_process(&self, req: &StartRequest) -> Result<(String, Arc<Exec>), ExecError> {
         let user = rootfs::lookup_user(&self.root, &req.user).map_err(|m| exec_error(ErrorKind::USER_NOT_FOUND, m))?;
 
         let mut env: Vec<(String, String)> = vec![("PATH".into(), DEFAULT_PATH.into()), ("HOME".into(), user.home.clone())];
@@ -122,49 +120,45 @@ impl ExecService {
         let cwd = cstr("working directory", &working_dir)?;
         let tty = req.tty;
 
-        let mut command = Command::new(&program);
-        command.arg0(&req.program).args(&req.args).env_clear().envs(env);
-        let pty = if tty {
+        let (argv, envp) = (
+            std::iter::once(&req.program).chain(&req.args).map(|a| cstr("an argument", a)).collect::<Result<Vec<_>, _>>()?,
+            env.iter().map(|(n, v)| cstr("the environment", &format!("{n}={v}"))).collect::<Result<Vec<_>, _>>()?,
+        );
+        let setup = ChildSetup { root, cwd, tty, uid: user.uid, gid: user.gid, groups: user.groups.clone() };
+        let failed = |what: &str, e: nix::Error| exec_error(ErrorKind::SPAWN_FAILED, format!("{what}: {e}"));
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| failed("pipe", e));
+        // Ours, then the child's ends: (stdin writer, stdout reader, stderr reader, pty master).
+        let (ours, theirs): ([Option<OwnedFd>; 4], [OwnedFd; 3]) = if tty {
             let size = nix::pty::Winsize {
                 ws_row: req.tty_rows.clamp(1, 1000) as u16,
                 ws_col: req.tty_cols.clamp(1, 1000) as u16,
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             };
-            let pair = nix::pty::openpty(Some(&size), None).map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("openpty: {e}")))?;
+            let pair = nix::pty::openpty(Some(&size), None).map_err(|e| failed("openpty", e))?;
             let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("dup pty: {e}")));
-            command.stdin(Stdio::from(dup(&pair.slave)?)).stdout(Stdio::from(dup(&pair.slave)?)).stderr(Stdio::from(pair.slave));
-            Some(pair.master)
+            let (writer, reader) = (dup(&pair.master)?, dup(&pair.master)?);
+            ([Some(writer), Some(reader), None, Some(pair.master)], [dup(&pair.slave)?, dup(&pair.slave)?, pair.slave])
         } else {
-            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            None
+            let ((stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w)) = (pipe()?, pipe()?, pipe()?);
+            ([Some(stdin_w), Some(grown(stdout_r)), Some(grown(stderr_r)), None], [stdin_r, stdout_w, stderr_w])
         };
-        sys::on_exec(&mut command, ChildSetup { root, cwd, tty, uid: user.uid, gid: user.gid, groups: user.groups.clone() });
-
-        let (mut child, pid, exited) = self
-            .reaper
-            .spawn(|| {
-                let child = command.spawn()?;
-                let pid = child.id();
-                Ok((child, pid))
-            })
-            .map_err(|e| spawn_error(&req.program, &program, e))?;
-        drop(command); // closes our copies of the pty slave
+        let spawn = sys::Spawn {
+            program: cstr("the program's path", &program)?,
+            argv,
+            envp,
+            stdio: [theirs[0].as_fd(), theirs[1].as_fd(), theirs[2].as_fd()],
+            setup,
+        };
+        let spawned = self.reaper.spawn(|| sys::spawn(&spawn).map(|pid| ((), pid)));
+        let ((), pid, exited) = spawned.map_err(|e| spawn_error(&req.program, &program, e))?;
+        drop(theirs); // the child has its copies: EOF comes when it (and its children) close them
 
         let nonblocking = |fd: OwnedFd| async_fd(fd).map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("pipe setup: {e}")));
-        let (stdin, stdout, stderr, pty) = match pty {
-            Some(master) => {
-                let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("dup pty: {e}")));
-                let (writer, resizer) = (dup(&master)?, dup(&master)?);
-                (Some(nonblocking(writer)?), Some(nonblocking(master)?), None, Some(resizer))
-            }
-            None => (
-                child.stdin.take().map(|s| nonblocking(s.into())).transpose()?,
-                child.stdout.take().map(|s| nonblocking(grown(s.into()))).transpose()?,
-                child.stderr.take().map(|s| nonblocking(grown(s.into()))).transpose()?,
-                None,
-            ),
-        };
+        let [stdin, stdout, stderr, pty] = ours;
+        // With close_stdin the host has nothing to send: dropping our end gives the process EOF.
+        let stdin = stdin.filter(|_| !req.close_stdin).map(nonblocking).transpose()?;
+        let (stdout, stderr) = (stdout.map(nonblocking).transpose()?, stderr.map(nonblocking).transpose()?);
 
         let (ended_tx, ended_rx) = watch::channel(None);
         let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
@@ -198,8 +192,9 @@ impl ExecService {
             pty,
             ended: ended_rx,
         };
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.clone(), Arc::new(exec));
-        Ok((exec_id, pid))
+        let exec = Arc::new(exec);
+        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.clone(), exec.clone());
+        Ok((exec_id, exec))
     }
 
     fn is_dir(&self, path: &str) -> bool {
@@ -240,7 +235,11 @@ impl ExecService {
     }
 }
 
-fn spawn_error(program: &str, resolved: &str, e: io::Error) -> ExecError {
+fn spawn_error(program: &str, resolved: &str, failed: sys::SpawnError) -> ExecError {
+    let e = failed.error;
+    if failed.step != "execve" {
+        return exec_error(ErrorKind::SPAWN_FAILED, format!("starting {resolved}: {} failed: {e}", failed.step));
+    }
     match e.raw_os_error() {
         Some(libc::ENOENT) => exec_error(
             ErrorKind::PROGRAM_NOT_FOUND,
@@ -320,6 +319,88 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// What a lingering Start read and saw before it answered.
+#[derive(Default)]
+struct Lingered {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_eof: bool,
+    stderr_eof: bool,
+    ended: Option<Ended>,
+}
+
+impl Lingered {
+    /// Everything the host could ask about this execution is here.
+    fn complete(&self) -> bool {
+        self.ended.is_some() && self.stdout_eof && self.stderr_eof
+    }
+}
+
+/// Reads both output streams and watches for the exit until the execution is complete, a
+/// stream holds `max` bytes, or `wait` passes. A read error ends the lingering early, with
+/// the stream not at its end: the host's next ReadOutput meets the error and reports it.
+async fn linger(exec: &Exec, wait: Duration, max: usize) -> Lingered {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut stdout = exec.stdout.lock().await;
+    let mut stderr = exec.stderr.lock().await;
+    let mut ended = exec.ended.clone();
+    let mut got = Lingered { stdout_eof: stdout.is_none(), stderr_eof: stderr.is_none(), ..Default::default() };
+    loop {
+        got.ended = *ended.borrow_and_update();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if got.complete() || got.stdout.len() >= max || got.stderr.len() >= max || left.is_zero() {
+            break;
+        }
+        let (out_room, err_room) = (max - got.stdout.len(), max - got.stderr.len());
+        tokio::select! {
+            read = read_some(stdout.as_ref(), out_room, left), if !got.stdout_eof => match read {
+                Ok(Some(data)) => got.stdout.extend_from_slice(&data),
+                Ok(None) => got.stdout_eof = true,
+                Err(_) => break,
+            },
+            read = read_some(stderr.as_ref(), err_room, left), if !got.stderr_eof => match read {
+                Ok(Some(data)) => got.stderr.extend_from_slice(&data),
+                Ok(None) => got.stderr_eof = true,
+                Err(_) => break,
+            },
+            changed = ended.changed(), if got.ended.is_none() => {
+                if changed.is_err() {
+                    break; // the exit's sender is gone: nothing more will come
+                }
+            }
+        }
+    }
+    // Streams at their end answer EOF to any later ReadOutput, as after a ReadOutput's EOF.
+    if got.stdout_eof {
+        *stdout = None;
+    }
+    if got.stderr_eof {
+        *stderr = None;
+    }
+    got
+}
+
+/// `read_chunk` on a stream that may be gone (then never ready).
+async fn read_some(fd: Option<&AsyncFd<OwnedFd>>, max: usize, wait: Duration) -> io::Result<Option<Vec<u8>>> {
+    match fd {
+        Some(fd) => read_chunk(fd, max, wait).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn wait_response(ended: Option<Ended>) -> WaitResponse {
+    match ended {
+        None => WaitResponse::default(),
+        Some(Ended { exit, timed_out }) => {
+            let (exit_code, signal) = match exit {
+                Exit::Code(code) => (code, 0),
+                Exit::Signal(signal) => (0, signal),
+            };
+            WaitResponse { exited: true, exit_code, signal, timed_out, ..Default::default() }
+        }
+    }
+}
+
 fn bounded_wait(wait_ms: u64) -> Duration {
     Duration::from_millis(wait_ms).min(MAX_WAIT)
 }
@@ -327,13 +408,27 @@ fn bounded_wait(wait_ms: u64) -> Duration {
 #[async_trait::async_trait]
 impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        Ok(match self.start_process(&req) {
-            Ok((exec_id, pid)) => StartResponse { exec_id, pid, ..Default::default() },
+        let (exec_id, exec) = match self.start_process(&req) {
+            Ok(started) => started,
             Err(error) => {
                 crate::log!("exec {:?} refused: {}", req.program, error.message);
-                StartResponse { error: Some(error).into(), ..Default::default() }
+                return Ok(StartResponse { error: Some(error).into(), ..Default::default() });
             }
-        })
+        };
+        let mut response = StartResponse { exec_id, pid: exec.pid, ..Default::default() };
+        if req.linger_ms == 0 {
+            return Ok(response);
+        }
+        let max = req.linger_max_bytes.clamp(1, MAX_OUTPUT_CHUNK) as usize;
+        let got = linger(&exec, bounded_wait(req.linger_ms), max).await;
+        if got.complete() {
+            // The host has it all and will not ask again: no Release needed.
+            self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&response.exec_id);
+        }
+        response.exit = Some(wait_response(got.ended)).into();
+        (response.stdout, response.stderr) = (got.stdout, got.stderr);
+        (response.stdout_eof, response.stderr_eof) = (got.stdout_eof, got.stderr_eof);
+        Ok(response)
     }
 
     async fn read_output(&self, _ctx: &TtrpcContext, req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
@@ -385,16 +480,7 @@ impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
             Ok(Ok(value)) => *value,
             _ => None,
         };
-        Ok(match ended {
-            None => WaitResponse::default(),
-            Some(Ended { exit, timed_out }) => {
-                let (exit_code, signal) = match exit {
-                    Exit::Code(code) => (code, 0),
-                    Exit::Signal(signal) => (0, signal),
-                };
-                WaitResponse { exited: true, exit_code, signal, timed_out, ..Default::default() }
-            }
-        })
+        Ok(wait_response(ended))
     }
 
     async fn signal(&self, _ctx: &TtrpcContext, req: SignalRequest) -> ttrpc::Result<SignalResponse> {

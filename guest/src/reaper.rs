@@ -32,7 +32,7 @@ pub struct Reaper {
 impl Reaper {
     /// Spawns a process with `spawn` and registers its pid before the reaper can see it exit:
     /// the lock is held across the spawn, so the exit cannot be reaped in between.
-    pub fn spawn<T>(&self, spawn: impl FnOnce() -> std::io::Result<(T, u32)>) -> std::io::Result<(T, u32, oneshot::Receiver<Exit>)> {
+    pub fn spawn<T, E>(&self, spawn: impl FnOnce() -> Result<(T, u32), E>) -> Result<(T, u32, oneshot::Receiver<Exit>), E> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (value, pid) = spawn()?;
         let (tx, rx) = oneshot::channel();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use boxlite_protocol::agent::{
     exec_error::Kind as WireErrorKind, OutputStream as WireStream, ReadOutputRequest, ReleaseRequest, ResizeRequest, SignalRequest,
-    StartRequest, WaitRequest, WriteStdinRequest,
+    StartRequest, WaitRequest, WaitResponse, WriteStdinRequest,
 };
 use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use tokio::sync::{mpsc, OnceCell};
@@ -43,6 +43,10 @@ const EARLY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const EARLY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Early replies in a row after which the stream or the wait fails (about 43 s of backoff).
 const MAX_EARLY_REPLIES: u32 = 50;
+/// How long a collecting Start (see [`StartMode::Collect`]) may wait in the agent for the
+/// process to finish: a process that ends sooner costs one round trip; one that runs longer
+/// goes on through ReadOutput and Wait, having paid this much delay for its first output.
+const COLLECT_LINGER: Duration = Duration::from_secs(2);
 /// The default of [`ExecCommand::output_limit`]: 64 MiB per stream.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 << 20;
 
@@ -233,12 +237,25 @@ impl ExecCounters {
     }
 }
 
+/// How a process is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartMode {
+    /// The caller may write stdin, signal or resize: Start answers at once.
+    Interactive,
+    /// The caller only collects the output ([`Execution::output`]): stdin starts closed and
+    /// the agent answers Start once the process has finished (or after [`COLLECT_LINGER`]),
+    /// with its output and exit.
+    Collect,
+}
+
 /// A running (or finished) process in a VM. Dropping it releases the agent's record of the
 /// process; a process still running then loses its stdin and output pipes.
 pub struct Execution {
     id: String,
     pid: u32,
     link: Link,
+    /// The agent has dropped its record already (a collecting Start saw everything).
+    released: bool,
     stdout: Option<OutputStream>,
     stderr: Option<OutputStream>,
     stdin: Option<StdinWriter>,
@@ -301,12 +318,22 @@ impl Execution {
     /// exit to watch, nothing kept alive. For tests that play a hostile agent; not an API.
     #[doc(hidden)]
     pub async fn start_unsupervised(agent: AgentClient, command: ExecCommand) -> Result<Execution> {
-        Execution::start(Link::unsupervised(agent), Arc::default(), command).await
+        Execution::start(Link::unsupervised(agent), Arc::default(), command, StartMode::Interactive).await
     }
 
-    pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand) -> Result<Execution> {
+    /// [`Execution::output`] of a process started as `exec_output` starts it, through an agent
+    /// connection with no VM behind it. For tests that play a hostile agent; not an API.
+    #[doc(hidden)]
+    pub async fn output_unsupervised(agent: AgentClient, command: ExecCommand) -> Result<ExecOutput> {
+        Execution::start(Link::unsupervised(agent), Arc::default(), command, StartMode::Collect).await?.output().await
+    }
+
+    pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand, mode: StartMode) -> Result<Execution> {
         command.validate()?;
         let (rows, cols) = command.tty.unwrap_or((0, 0));
+        let collect = mode == StartMode::Collect;
+        // One byte past the limit tells `collect` that the stream overflowed.
+        let linger_max_bytes = (command.output_limit.saturating_add(1)).min(MAX_OUTPUT_CHUNK as usize) as u32;
         let request = StartRequest {
             program: command.program.clone(),
             args: command.args.clone(),
@@ -317,9 +344,13 @@ impl Execution {
             tty_rows: rows.into(),
             tty_cols: cols.into(),
             timeout_ms: command.timeout.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
+            close_stdin: collect,
+            linger_ms: if collect { COLLECT_LINGER.as_millis() as u64 } else { 0 },
+            linger_max_bytes: if collect { linger_max_bytes } else { 0 },
             ..Default::default()
         };
-        let started = link.call("Start", link.agent.execution().start(context(RPC_TIMEOUT), &request)).await;
+        let deadline = if collect { COLLECT_LINGER + RPC_TIMEOUT } else { RPC_TIMEOUT };
+        let started = link.call("Start", link.agent.execution().start(context(deadline), &request)).await;
         let response = match started {
             Ok(response) => response,
             Err(e) => {
@@ -343,19 +374,34 @@ impl Execution {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return Err(Error::GuestProtocol { what: format!("Start answered an exec id of {} bytes", response.exec_id.len()) });
         }
+        // What a lingering Start read: an honest agent answers at most what was asked.
+        let lingered = (response.stdout.len(), response.stderr.len());
+        if lingered.0.max(lingered.1) > if collect { linger_max_bytes as usize } else { 0 } {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            let what = format!(
+                "Start answered {} + {} bytes of output, more than the {} per stream asked for",
+                lingered.0, lingered.1, request.linger_max_bytes
+            );
+            return Err(Error::GuestProtocol { what });
+        }
         counters.started.fetch_add(1, Ordering::Relaxed);
         let id = response.exec_id;
-        let stdout = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDOUT);
-        let stderr = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDERR);
-        let stdin = StdinWriter { exec_id: id.clone(), link: link.clone(), counters };
+        let exit = response.exit.as_ref().filter(|exit| collect && exit.exited).map(exec_status);
+        let released = collect && exit.is_some() && response.stdout_eof && response.stderr_eof;
+        let already = |data, eof| Already { data, eof: collect && eof };
+        let stdout = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDOUT, already(response.stdout, response.stdout_eof));
+        let stderr = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDERR, already(response.stderr, response.stderr_eof));
+        let stdin = (!collect).then(|| StdinWriter { exec_id: id.clone(), link: link.clone(), counters });
+        let status = OnceCell::new_with(exit);
         Ok(Execution {
             id,
             pid: response.pid,
             link,
+            released,
             stdout: Some(stdout),
             stderr: Some(stderr),
-            stdin: Some(stdin),
-            status: OnceCell::new(),
+            stdin,
+            status,
             output_limit: command.output_limit,
         })
     }
@@ -394,11 +440,7 @@ impl Execution {
             let asked = Instant::now();
             let response = self.link.call("Wait", execution.wait(context(LONG_POLL + RPC_MARGIN), &request)).await?;
             if response.exited {
-                return Ok(ExecStatus {
-                    code: (response.signal == 0).then_some(response.exit_code),
-                    signal: (response.signal != 0).then_some(response.signal),
-                    timed_out: response.timed_out,
-                });
+                return Ok(exec_status(&response));
             }
             early.nothing_after(asked.elapsed()).await?;
         }
@@ -476,8 +518,20 @@ async fn collect(stream: Option<OutputStream>, limit: usize, overflow: impl Futu
     Ok((kept, truncated))
 }
 
+/// The status in a Wait answer that says the process exited.
+fn exec_status(exit: &WaitResponse) -> ExecStatus {
+    ExecStatus {
+        code: (exit.signal == 0).then_some(exit.exit_code),
+        signal: (exit.signal != 0).then_some(exit.signal),
+        timed_out: exit.timed_out,
+    }
+}
+
 impl Drop for Execution {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         let (link, exec_id) = (self.link.clone(), self.id.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -488,11 +542,26 @@ impl Drop for Execution {
     }
 }
 
-/// Pulls one output stream into a bounded channel until end of stream. If the consumer
-/// drops its end, the pump keeps draining (and discarding) so that the process is not left
-/// blocked on a full pipe; Release ends that.
-fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireStream) -> OutputStream {
+/// What a lingering Start already read of one stream.
+struct Already {
+    data: Vec<u8>,
+    /// The stream has ended: nothing to pull.
+    eof: bool,
+}
+
+/// Pulls one output stream into a bounded channel until end of stream, after what Start
+/// already read. If the consumer drops its end, the pump keeps draining (and discarding) so
+/// that the process is not left blocked on a full pipe; Release ends that.
+fn pump(link: Link, counters: Arc<ExecCounters>, exec_id: String, stream: WireStream, already: Already) -> OutputStream {
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CHUNKS);
+    if !already.data.is_empty() {
+        counters.bytes_out.fetch_add(already.data.len() as u64, Ordering::Relaxed);
+        // A fresh channel has room for one chunk.
+        let _ = tx.try_send(Ok(already.data));
+    }
+    if already.eof {
+        return OutputStream { chunks: rx }; // the sender goes: the stream ends after `already`
+    }
     tokio::spawn(async move {
         let execution = link.agent.execution();
         let mut early = EarlyReplies::new("ReadOutput");
