@@ -15,5 +15,5 @@ pub use runtime::exec::{ExecCommand, ExecErrorKind, ExecMetrics, ExecOutput, Exe
 pub use runtime::home::{BoxliteRuntime, InvalidBox, RuntimeMetrics, RuntimeOptions};
 pub use runtime::network::{AllowRule, BoundForward, NetworkMode, NetworkOptions, NetworkStats, PortForward, Protocol};
 pub use runtime::spec::{DiskFormat, DiskSpec, JailOptions, Protections, VmSpec};
-pub use runtime::vm::{BootTimings, RootDisk, Vm, VmOptions};
+pub use runtime::vm::{BootTimings, GuestBootStep, RootDisk, Vm, VmOptions};
 pub use runtime::volumes::Volume;

@@ -25,6 +25,14 @@ async fn qemu_boot_ping_shutdown_leaves_nothing_behind() {
     assert!(pong.kernel_release.starts_with("6.12"), "guest kernel {:?}", pong.kernel_release);
     assert_eq!(pong.boot_id, vm.first_ping().boot_id);
     assert!(pong.uptime_us >= pong.first_ping_uptime_us && pong.first_ping_uptime_us > 0);
+    // The guest's boot, step by step, adds up to its uptime at the first Ping.
+    let steps = vm.timings().guest_steps;
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    // (host_connected is missing when the agent's dial failed and the host dialed in instead.)
+    assert_eq!(names[..6], ["kernel", "pseudo_file_systems", "network", "root", "volumes", "serving"], "{names:?}");
+    assert_eq!(names.last(), Some(&"first_ping"), "{names:?}");
+    let total: Duration = steps.iter().map(|s| s.took).sum();
+    assert_eq!(total.as_micros() as u64, vm.first_ping().first_ping_uptime_us);
     let pids = vm.pids();
     assert_eq!(pids.len(), 3, "shim, qemu and vhost-device-vsock: {pids:?}");
     assert!(pids.iter().all(|&p| process_alive(p)));

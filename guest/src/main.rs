@@ -5,6 +5,7 @@
 //! orphaned children, and serves the `boxlite.agent.v1` ttrpc services on a vsock port. Its
 //! log goes to the console, which the host keeps as the box's `console.log`.
 
+mod boot;
 mod exec;
 mod files;
 mod network;
@@ -26,6 +27,7 @@ macro_rules! log {
 pub(crate) use log;
 
 fn main() {
+    boot::step_done("kernel");
     let is_pid1 = std::process::id() == 1;
     if is_pid1 {
         if let Err(e) = pid1::setup() {
@@ -34,11 +36,13 @@ fn main() {
             log!("early setup failed: {e}");
             pid1::power_off();
         }
+        boot::step_done("pseudo_file_systems");
     }
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     // Only PID 1 owns the VM's interfaces; an agent started any other way leaves them alone.
     let network = if is_pid1 { bring_up_network(&cmdline) } else { None };
+    boot::step_done("network");
     let port = agent_port(&cmdline).unwrap_or(AGENT_VSOCK_PORT);
     let root = match rootfs::Root::from_cmdline(&cmdline) {
         Ok(root) => Arc::new(root),
@@ -53,6 +57,7 @@ fn main() {
     if let Some(network) = &network {
         network::provide_resolv_conf(&root, network);
     }
+    boot::step_done("root");
     // Host directories shared into the box: mounted by PID 1 only, like the network.
     if is_pid1 {
         if let Err(e) = volumes::mount_all(&root, &volumes::from_cmdline(&cmdline)) {
@@ -60,6 +65,7 @@ fn main() {
             log!("cannot mount a volume: {e}; the box does not start (on a read-only root disk the mount point must exist)");
             pid1::power_off();
         }
+        boot::step_done("volumes");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -91,6 +97,7 @@ async fn serve(port: u32, is_pid1: bool, root: Arc<rootfs::Root>, reaper: reaper
     services.extend(boxlite_protocol::agent_ttrpc::create_files(Arc::new(files::FilesService::new(root))));
     let mut server = ttrpc::asynchronous::Server::new().add_listener(listener).register_service(services);
     server.start().await.map_err(|e| std::io::Error::other(format!("ttrpc server start: {e}")))?;
+    boot::step_done("serving");
     log!("serving ttrpc on vsock port {port}");
     // The server runs on its own tasks; this task only has to stay alive.
     std::future::pending::<()>().await;

@@ -7,6 +7,7 @@ use boxlite_protocol::agent::{PingRequest, PingResponse, ShutdownRequest, Shutdo
 use boxlite_protocol::agent_ttrpc::Guest;
 use ttrpc::asynchronous::TtrpcContext;
 
+use crate::boot::{self, uptime_us};
 use crate::log;
 use crate::sys;
 
@@ -39,14 +40,6 @@ fn random_boot_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// CLOCK_BOOTTIME in microseconds: time since the guest kernel started.
-fn uptime_us() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
-        Ok(ts) => ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000,
-        Err(_) => 0,
-    }
-}
-
 #[async_trait::async_trait]
 impl Guest for GuestService {
     async fn ping(&self, _ctx: &TtrpcContext, _req: PingRequest) -> ttrpc::Result<PingResponse> {
@@ -64,6 +57,7 @@ impl Guest for GuestService {
             first_ping_uptime_us: first,
             uptime_us: now,
             boot_id: self.boot_id.clone(),
+            boot_steps: boot::steps(),
             ..Default::default()
         })
     }

@@ -42,7 +42,10 @@ async fn dial_host(port: u32) -> io::Result<CappedWrites> {
     let started = Instant::now();
     loop {
         match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, port)).await {
-            Ok(stream) => return Ok(CappedWrites(stream)),
+            Ok(stream) => {
+                crate::boot::step_done("host_connected");
+                return Ok(CappedWrites(stream));
+            }
             Err(e) if started.elapsed() > DIAL_HOST_FOR => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }

@@ -44,7 +44,7 @@ impl Vm {
             forwards: info.forwards,
             link,
             first_ping,
-            timings: BootTimings { vm_running: Duration::ZERO, first_ping: Duration::ZERO },
+            timings: BootTimings { vm_running: Duration::ZERO, first_ping: Duration::ZERO, guest_steps: Vec::new() },
             exec_counters: Arc::default(),
             exit,
             kill,

@@ -157,12 +157,48 @@ pub struct RootDisk {
 }
 
 /// When the boot reached each stage, measured from spawning the shim.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BootTimings {
     /// The shim reported the VMM running the VM (qemu spawned; krun_start_enter entered).
     pub vm_running: Duration,
     /// The agent answered its first Ping.
     pub first_ping: Duration,
+    /// The guest's side of the boot, step by step on its own clock, as the agent reports it
+    /// (untrusted: bounded, and cut at the first malformed step): "kernel" (kernel start to
+    /// the agent's start), the agent's steps, and "first_ping". Empty for a reattached VM.
+    pub guest_steps: Vec<GuestBootStep>,
+}
+
+/// One step of the guest's boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestBootStep {
+    /// The agent's name for it: "kernel", "pseudo_file_systems", "network", "root", ...
+    pub name: String,
+    /// From the end of the step before it (the first: from the kernel's start).
+    pub took: Duration,
+}
+
+/// The most guest boot steps taken from a Ping, and the longest name of one.
+const MAX_BOOT_STEPS: usize = 16;
+const MAX_BOOT_STEP_NAME: usize = 32;
+
+/// The guest's boot steps in the agent's first Ping answer, as durations, ending with the
+/// Ping itself. Stops at the first step with a malformed name or a time before the last.
+pub(crate) fn guest_boot_steps(pong: &PingResponse) -> Vec<GuestBootStep> {
+    let ends = pong.boot_steps.iter().map(|step| (step.name.as_str(), step.uptime_us));
+    let mut steps = Vec::new();
+    let mut previous = 0;
+    for (name, at) in ends.chain(std::iter::once(("first_ping", pong.first_ping_uptime_us))).take(MAX_BOOT_STEPS) {
+        let well_named = !name.is_empty()
+            && name.len() <= MAX_BOOT_STEP_NAME
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !well_named || at < previous {
+            break;
+        }
+        steps.push(GuestBootStep { name: name.to_string(), took: Duration::from_micros(at - previous) });
+        previous = at;
+    }
+    steps
 }
 /// A running VM and its agent connection. A non-detached VM is killed once the `Vm` and
 /// every execution started in it are dropped.
@@ -320,7 +356,7 @@ impl Vm {
     }
 
     pub fn timings(&self) -> BootTimings {
-        self.timings
+        self.timings.clone()
     }
 
     /// The agent's answer to the Ping that ended the boot.
@@ -410,4 +446,38 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use boxlite_protocol::agent::BootStep;
+
+    use super::*;
+
+    fn pong(steps: &[(&str, u64)], first_ping_us: u64) -> PingResponse {
+        let boot_steps = steps.iter().map(|&(name, uptime_us)| BootStep { name: name.into(), uptime_us, ..Default::default() }).collect();
+        PingResponse { boot_steps, first_ping_uptime_us: first_ping_us, ..Default::default() }
+    }
+
+    fn named(steps: &[GuestBootStep]) -> Vec<(&str, u64)> {
+        steps.iter().map(|s| (s.name.as_str(), s.took.as_micros() as u64)).collect()
+    }
+
+    #[test]
+    fn guest_boot_steps_are_durations_ending_with_the_first_ping() {
+        let steps = guest_boot_steps(&pong(&[("kernel", 300), ("network", 350), ("root", 500)], 800));
+        assert_eq!(named(&steps), [("kernel", 300), ("network", 50), ("root", 150), ("first_ping", 300)]);
+    }
+
+    #[test]
+    fn a_hostile_agents_boot_steps_are_bounded_and_cut_at_the_first_bad_one() {
+        let many: Vec<(String, u64)> = (0..1000).map(|i| (format!("s{i}"), i)).collect();
+        let many: Vec<(&str, u64)> = many.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        assert_eq!(guest_boot_steps(&pong(&many, 5000)).len(), MAX_BOOT_STEPS);
+        let long = "x".repeat(MAX_BOOT_STEP_NAME + 1);
+        assert_eq!(named(&guest_boot_steps(&pong(&[("kernel", 10), (&long, 20)], 30))), [("kernel", 10)]);
+        assert_eq!(named(&guest_boot_steps(&pong(&[("kernel", 10), ("a\nb", 20)], 30))), [("kernel", 10)]);
+        assert_eq!(named(&guest_boot_steps(&pong(&[("kernel", 10), ("back", 5)], 30))), [("kernel", 10)]);
+        assert_eq!(named(&guest_boot_steps(&pong(&[("kernel", 10)], 5))), [("kernel", 10)], "a first Ping before the last step");
+    }
 }

@@ -119,7 +119,7 @@ impl Vm {
                 });
             }
         };
-        let timings = BootTimings { vm_running, first_ping: started.elapsed() };
+        let timings = BootTimings { vm_running, first_ping: started.elapsed(), guest_steps: guest_boot_steps(&first_ping) };
         guard.kill = None;
         let spec = Arc::new(spec);
         let lifeline = Arc::new(Lifeline { kill: kill.clone(), detached: spec.detached, _watchdog: watchdog });
