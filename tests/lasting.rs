@@ -133,7 +133,7 @@ fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouch
     std::fs::write(boxes.join(&corrupt).join("config.json"), b"\x00garbage{{ not json").unwrap();
     std::fs::write(boxes.join(&corrupt).join("disk.qcow2"), b"the user's data").unwrap();
     // A newer boxlite's record: another format, and fields this one cannot read.
-    let future_record = br#"{"format": 2, "id": "IDPLACEHOLDER", "options": "changed in format 2", "status": {"new": true}}"#;
+    let future_record = br#"{"format": 99, "id": "IDPLACEHOLDER", "options": "changed in format 99", "status": {"new": true}}"#;
     let future_record = String::from_utf8_lossy(future_record).replace("IDPLACEHOLDER", &future);
     std::fs::write(boxes.join(&future).join("config.json"), &future_record).unwrap();
 
@@ -151,7 +151,7 @@ fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouch
     assert_eq!(std::fs::read(aside.join("disk.qcow2")).unwrap(), b"the user's data", "the disk is kept");
     let (_, at, reason) = found.iter().find(|(id, ..)| *id == future).unwrap_or_else(|| panic!("the newer box is not listed: {found:?}"));
     assert_eq!(at, &boxes.join(&future), "a newer boxlite's box stays where it is");
-    assert!(reason.contains("written by a newer boxlite (format 2, this one reads up to 1); upgrade boxlite to use it"), "{reason}");
+    assert!(reason.contains("written by a newer boxlite (format 99, this one reads up to 2); upgrade boxlite to use it"), "{reason}");
     assert_eq!(std::fs::read_to_string(boxes.join(&future).join("config.json")).unwrap(), future_record, "the newer record was changed");
     assert!(rt.create_box(BoxOptions { name: Some("another".into()), ..Default::default() }).is_ok());
     drop(rt);
@@ -178,16 +178,25 @@ fn a_corrupt_record_is_moved_aside_with_its_disk_and_a_newer_one_is_left_untouch
 fn a_record_keeps_its_creation_time_and_a_record_from_before_formats_still_loads() {
     let dir = RunDir::new("last-format");
     let before = std::time::SystemTime::now();
-    let (new_id, old_id) = {
+    let (new_id, old_id, networked_id) = {
         let rt = runtime(&dir);
         let new = rt.create_box(BoxOptions { name: Some("new".into()), ..Default::default() }).unwrap();
         let old = rt.create_box(BoxOptions { name: Some("old".into()), ..Default::default() }).unwrap();
-        (new.id().to_string(), old.id().to_string())
+        let networked = BoxOptions { name: Some("networked".into()), network: boxlite::NetworkOptions::none(), ..Default::default() };
+        let networked = rt.create_box(networked).unwrap();
+        (new.id().to_string(), old.id().to_string(), networked.id().to_string())
     };
     let after = std::time::SystemTime::now();
     let boxes = dir.0.join("home/boxes");
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(boxes.join(&new_id).join("config.json")).unwrap()).unwrap();
-    assert_eq!(record["format"], 1, "{record}");
+    let format_of = |id: &str| {
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(boxes.join(id).join("config.json")).unwrap()).unwrap();
+        record["format"].clone()
+    };
+    // A box that needs nothing newer stays readable by a boxlite of format 1; one with a
+    // network setting of its own is format 2, which such a boxlite refuses instead of
+    // starting the box without it.
+    assert_eq!(format_of(&new_id), 1);
+    assert_eq!(format_of(&networked_id), 2);
     // A record as boxlite wrote it before the format and the creation time existed.
     let old_path = boxes.join(&old_id).join("config.json");
     let mut old: serde_json::Value = serde_json::from_slice(&std::fs::read(&old_path).unwrap()).unwrap();

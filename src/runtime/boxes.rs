@@ -82,10 +82,22 @@ pub enum BoxStatus {
     Removed,
 }
 
-/// The format of the box records this boxlite writes, and the newest it reads. Raise it when
-/// a change would make an older boxlite misread a record; an older one then refuses the box
-/// instead of guessing (and leaves it alone).
-pub const BOX_RECORD_FORMAT: u32 = 1;
+/// The newest format of box records this boxlite reads and writes. Raise it when a change
+/// would make an older boxlite misread a record; an older one then refuses the box instead of
+/// guessing (and leaves it alone). 2: a network other than the default, or volumes (a
+/// boxlite of format 1 would start the box without them, and drop them when it rewrote the
+/// record). A record is written in the oldest format that holds it ([`record_format`]), so
+/// boxes that need nothing newer stay usable by older versions.
+pub const BOX_RECORD_FORMAT: u32 = 2;
+
+/// The oldest record format that holds `options` whole.
+fn record_format(options: &BoxOptions) -> u32 {
+    if options.network != NetworkOptions::default() || !options.volumes.is_empty() {
+        2
+    } else {
+        1
+    }
+}
 
 /// What `boxes/<id>/config.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,7 +203,8 @@ impl LiteBox {
         let dir = runtime.boxes_dir().join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let created_at_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let record = BoxRecord { format: BOX_RECORD_FORMAT, id, created_at_ms, options, status: BoxStatus::Configured, stop_reason: None };
+        let format = record_format(&options);
+        let record = BoxRecord { format, id, created_at_ms, options, status: BoxStatus::Configured, stop_reason: None };
         let lite_box = LiteBox::from_record(runtime, dir.clone(), record);
         // The record is the box: without it (a crash right here) the directory is swept
         // away by the next runtime and blocks no name.
@@ -262,7 +275,7 @@ impl LiteBox {
             return Ok(());
         }
         let record = BoxRecord {
-            format: BOX_RECORD_FORMAT,
+            format: record_format(&self.inner.options),
             id: self.inner.id.clone(),
             created_at_ms: self.inner.created_at_ms,
             options: self.inner.options.clone(),
