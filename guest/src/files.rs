@@ -160,7 +160,7 @@ impl FilesService {
         std::thread::Builder::new()
             .name("copy-out".into())
             .spawn(move || {
-                let writer = ChunkWriter { chunks: tx, buffer: Vec::new() };
+                let writer = chunk_writer(tx);
                 let outcome = archive(writer, source, &shown);
                 let _ = done_tx.send(Some(outcome));
             })
@@ -303,40 +303,13 @@ impl Read for ChannelReader {
     }
 }
 
-/// A `Write` that hands the archive to the ttrpc side in chunks of MAX_COPY_CHUNK bytes,
-/// waiting while the channel is full.
-struct ChunkWriter {
-    chunks: mpsc::Sender<Vec<u8>>,
-    buffer: Vec<u8>,
-}
+/// The archive's writer: chunks to the ttrpc side, waiting while the channel is full.
+type ChunkWriter = boxlite_protocol::ChunkWriter<Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>>;
 
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.buffer);
-        self.chunks.blocking_send(chunk).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the host released the copy"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = MAX_COPY_CHUNK as usize - self.buffer.len();
-        let n = data.len().min(room);
-        if self.buffer.capacity() == 0 {
-            self.buffer.reserve_exact(MAX_COPY_CHUNK as usize);
-        }
-        self.buffer.extend_from_slice(&data[..n]);
-        if self.buffer.len() == MAX_COPY_CHUNK as usize {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
+fn chunk_writer(chunks: mpsc::Sender<Vec<u8>>) -> ChunkWriter {
+    boxlite_protocol::ChunkWriter::new(Box::new(move |chunk| {
+        chunks.blocking_send(chunk).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the host released the copy"))
+    }))
 }
 
 /// Where a copy in goes.
@@ -800,18 +773,5 @@ mod tests {
         assert!(split_path("/").is_err());
         assert!(component(b"a/b", "p").is_err());
         assert!(component(b"", "p").is_err());
-    }
-
-    #[test]
-    fn the_chunk_writer_never_sends_more_than_a_chunk() {
-        let (tx, mut rx) = mpsc::channel(8);
-        let handle = std::thread::spawn(move || {
-            let mut writer = ChunkWriter { chunks: tx, buffer: Vec::new() };
-            writer.write_all(&vec![7u8; MAX_COPY_CHUNK as usize * 2 + 10]).unwrap();
-            writer.flush().unwrap();
-        });
-        handle.join().unwrap();
-        let sizes: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![MAX_COPY_CHUNK as usize, MAX_COPY_CHUNK as usize, 10]);
     }
 }

@@ -155,9 +155,71 @@ pub fn parse_volumes_cmdline_value(value: &str) -> Result<Vec<VolumeMount>, Stri
     Ok(mounts)
 }
 
+/// A `Write` that hands what it is given to `send` in chunks of at most MAX_COPY_CHUNK bytes
+/// (full ones, and the rest on flush): the copy streams of the Files service on both sides.
+/// `send` may block (a bounded channel's `blocking_send`), so that a slow reader slows the
+/// writer down.
+pub struct ChunkWriter<S: FnMut(Vec<u8>) -> std::io::Result<()>> {
+    send: S,
+    buffer: Vec<u8>,
+}
+
+impl<S: FnMut(Vec<u8>) -> std::io::Result<()>> ChunkWriter<S> {
+    pub fn new(send: S) -> Self {
+        ChunkWriter { send, buffer: Vec::new() }
+    }
+
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        (self.send)(std::mem::take(&mut self.buffer))
+    }
+}
+
+impl<S: FnMut(Vec<u8>) -> std::io::Result<()>> std::io::Write for ChunkWriter<S> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(MAX_COPY_CHUNK as usize);
+        }
+        let n = data.len().min(MAX_COPY_CHUNK as usize - self.buffer.len());
+        self.buffer.extend_from_slice(&data[..n]);
+        if self.buffer.len() == MAX_COPY_CHUNK as usize {
+            self.send_buffer()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buffer()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+
+    #[test]
+    fn the_chunk_writer_sends_full_chunks_then_the_rest_on_flush() {
+        let mut sizes = Vec::new();
+        let mut writer = ChunkWriter::new(|chunk: Vec<u8>| {
+            sizes.push(chunk.len());
+            Ok(())
+        });
+        writer.write_all(&vec![7u8; MAX_COPY_CHUNK as usize * 2 + 10]).unwrap();
+        writer.flush().unwrap();
+        writer.flush().unwrap(); // nothing left: no empty chunk
+        drop(writer);
+        assert_eq!(sizes, vec![MAX_COPY_CHUNK as usize, MAX_COPY_CHUNK as usize, 10]);
+    }
+
+    #[test]
+    fn the_chunk_writer_passes_on_the_senders_error() {
+        let mut writer = ChunkWriter::new(|_| Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone")));
+        assert_eq!(writer.write_all(&vec![0u8; MAX_COPY_CHUNK as usize]).unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    }
 
     #[test]
     fn volume_paths_survive_the_command_line() {

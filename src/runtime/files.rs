@@ -220,45 +220,19 @@ async fn copy_in(link: Link, host_src: &Path, guest_dest: &str) -> Result<CopyRe
     }
 }
 
-/// A `Write` that hands what it is given to a channel in chunks of MAX_COPY_CHUNK bytes,
-/// waiting while the channel is full (run it on a blocking thread).
-struct ChunkSender {
-    chunks: mpsc::Sender<Vec<u8>>,
-    buffer: Vec<u8>,
-}
+/// A writer of chunks to a channel, waiting while it is full (run it on a blocking thread).
+type ChunkSender = boxlite_protocol::ChunkWriter<Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>>;
 
-impl ChunkSender {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.buffer);
-        self.chunks.blocking_send(chunk).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the copy was stopped"))
-    }
-}
-
-impl Write for ChunkSender {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buffer.capacity() == 0 {
-            self.buffer.reserve_exact(MAX_COPY_CHUNK as usize);
-        }
-        let n = data.len().min(MAX_COPY_CHUNK as usize - self.buffer.len());
-        self.buffer.extend_from_slice(&data[..n]);
-        if self.buffer.len() == MAX_COPY_CHUNK as usize {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
+fn chunk_sender(chunks: mpsc::Sender<Vec<u8>>) -> ChunkSender {
+    boxlite_protocol::ChunkWriter::new(Box::new(move |chunk| {
+        chunks.blocking_send(chunk).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the copy was stopped"))
+    }))
 }
 
 /// The tar of `src` in the layout of the Files service: a directory as "./" and its
 /// contents, anything else as one entry called `name`. Symlinks are stored, not followed.
 fn build_archive(src: &Path, name: &str, is_dir: bool, chunks: mpsc::Sender<Vec<u8>>) -> io::Result<()> {
-    let mut builder = tar::Builder::new(ChunkSender { chunks, buffer: Vec::new() });
+    let mut builder = tar::Builder::new(chunk_sender(chunks));
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
     if is_dir {
@@ -536,20 +510,6 @@ mod tests {
         let error = out_target("/x", &dir.join("no/such/dir")).unwrap_err().to_string();
         assert!(error.contains("parent directory does not exist") && error.contains("no/such/dir"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_chunk_sender_sends_bounded_chunks() {
-        let (tx, mut rx) = mpsc::channel(8);
-        std::thread::spawn(move || {
-            let mut sender = ChunkSender { chunks: tx, buffer: Vec::new() };
-            sender.write_all(&vec![1u8; MAX_COPY_CHUNK as usize + 5]).unwrap();
-            sender.flush().unwrap();
-        })
-        .join()
-        .unwrap();
-        let sizes: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![MAX_COPY_CHUNK as usize, 5]);
     }
 
     /// Path, type, link target, contents.
