@@ -981,6 +981,19 @@ boxlite_error_t *boxlite_command_set_tty(boxlite_command_t *command, uint16_t ro
 boxlite_error_t *boxlite_command_set_output_limit(boxlite_command_t *command, uint64_t bytes);
 
 /**
+ * Starts the process with its stdin at end of file; `boxlite_execution_write_stdin` then
+ * fails (BOXLITE_ERROR_INVALID_STATE). In exchange the agent answers the start only once
+ * the process has finished (at most ~250 ms), with its output and exit: a quick process
+ * costs one round trip, and `boxlite_box_exec` may return only after that wait (output that
+ * came meanwhile reaches the callbacks right after). `boxlite_box_run` always runs commands
+ * so. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL command.
+ *
+ * # Safety
+ * `command` is NULL or live.
+ */
+boxlite_error_t *boxlite_command_set_no_stdin(boxlite_command_t *command);
+
+/**
  * Frees a command. NULL does nothing.
  *
  * # Safety

@@ -262,7 +262,11 @@ async fn collect_through(agent: Scripted, name: &str) -> (boxlite::Result<boxlit
     let mut server = Server::new().bind(&format!("unix://{}", socket.display())).unwrap().register_service(create_execution(agent.clone()));
     server.start().await.unwrap();
     let client = AgentClient::over(tokio::net::UnixStream::connect(&socket).await.unwrap());
-    let output = Execution::output_unsupervised(client, ExecCommand::new("anything").output_limit(10)).await;
+    let command = ExecCommand::new("anything").output_limit(10).no_stdin();
+    let output = match Execution::start_unsupervised(client, command).await {
+        Ok(execution) => execution.output().await,
+        Err(e) => Err(e),
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = std::fs::remove_file(&socket);
     (output, agent)

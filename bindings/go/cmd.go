@@ -114,7 +114,8 @@ type Cmd struct {
 	Timeout time.Duration
 
 	// Stdin, if non-nil, is copied to the process (then its stdin is closed); if nil, and
-	// no StdinPipe was taken, the process reads end of file.
+	// no StdinPipe was taken, the process reads end of file, and Start returns only once
+	// the process has finished or after ~250 ms (a quick process costs one round trip).
 	Stdin io.Reader
 	// Stdout and Stderr receive the output on the library's threads, one chunk at a time,
 	// in order, never at the same time; nil drops it. A write error kills the process
@@ -228,11 +229,16 @@ func (c *Cmd) command() (*C.boxlite_command_t, error) {
 			return fail(err)
 		}
 	}
+	if c.Stdin == nil && c.stdinPipe == nil {
+		if err := takeError(C.boxlite_command_set_no_stdin(p)); err != nil {
+			return fail(err)
+		}
+	}
 	return p, nil
 }
 
 // Start starts the command (booting the box first if it is not running) and returns at
-// once. ctx bounds the execution as exec.CommandContext does: once ctx is done the process
+// once (with no Stdin and no StdinPipe: once it has finished, or after ~250 ms). ctx bounds the execution as exec.CommandContext does: once ctx is done the process
 // group is killed and Wait returns ctx's error. A boot cannot be interrupted: if ctx ends
 // during it, Start returns ctx's error at once and the process is killed when it started.
 func (c *Cmd) Start(ctx context.Context) error {
@@ -318,9 +324,7 @@ func (c *Cmd) Start(ctx context.Context) error {
 		go ex.copyStdin(c.Stdin)
 	case c.stdinPipe != nil:
 		c.stdinPipe.ex.Store(ex)
-	default:
-		_ = ex.h.use(func(p *C.boxlite_execution_t) error { return takeError(C.boxlite_execution_close_stdin(p)) })
-	}
+	} // else the process started with no stdin (boxlite_command_set_no_stdin)
 	return nil
 }
 

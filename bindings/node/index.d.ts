@@ -43,6 +43,12 @@ export interface ExecOptions {
   tty?: { rows: number; cols: number };
   /** Written to stdin, which is then closed. */
   input?: string | Uint8Array | ArrayBuffer;
+  /**
+   * false: the process reads end of file at once and there is no stdin to write; the box
+   * answers only once the process has finished (at most ~250 ms): a quick one costs a
+   * single round trip. exec() sets it when there is no input.
+   */
+  stdin?: boolean;
 }
 
 export interface RunOptions extends ExecOptions {

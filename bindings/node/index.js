@@ -272,7 +272,10 @@ class Box extends Handle {
 
   /**
    * Starts argv in the box and returns the running Execution (output collected for wait()).
-   * options: { env?, cwd?, user?, timeout? (seconds), tty?: {rows, cols}, input? }
+   * options: { env?, cwd?, user?, timeout? (seconds), tty?: {rows, cols}, input?, stdin? }
+   * stdin: false: the process reads end of file at once and there is no stdin to write; the
+   * box then answers only once the process has finished (at most ~250 ms), so that a quick
+   * one costs a single round trip.
    */
   startExec(argv, options = {}) { return this._exec(argv, options, false); }
   /** As startExec, but the Execution is an async iterable of {stream, data} chunks. */
@@ -280,7 +283,8 @@ class Box extends Handle {
 
   /** Runs argv to its end: an ExecResult. check: a failure or timeout throws. */
   async exec(argv, options = {}) {
-    const execution = await this._exec(argv, options, false);
+    const hasInput = options.input !== undefined && options.input !== null;
+    const execution = await this._exec(argv, { stdin: hasInput, ...options }, false);
     try {
       const result = await execution.wait();
       if (options.check) {
@@ -310,6 +314,7 @@ class Box extends Handle {
         check(fns.boxlite_command_set_timeout_ms(cmd, Math.max(1, Math.round(options.timeout * 1000))));
       }
       if (options.tty) check(fns.boxlite_command_set_tty(cmd, options.tty.rows, options.tty.cols));
+      if (options.stdin === false) check(fns.boxlite_command_set_no_stdin(cmd));
       state = new ExecState(streaming);
       const exe = [null];
       holdLoop(1);

@@ -272,6 +272,26 @@ pub unsafe extern "C" fn boxlite_command_set_output_limit(command: *mut boxlite_
     }
 }
 
+/// Starts the process with its stdin at end of file; `boxlite_execution_write_stdin` then
+/// fails (BOXLITE_ERROR_INVALID_STATE). In exchange the agent answers the start only once
+/// the process has finished (at most ~250 ms), with its output and exit: a quick process
+/// costs one round trip, and `boxlite_box_exec` may return only after that wait (output that
+/// came meanwhile reaches the callbacks right after). `boxlite_box_run` always runs commands
+/// so. Errors: BOXLITE_ERROR_INVALID_ARGUMENT for a NULL command.
+///
+/// # Safety
+/// `command` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_command_set_no_stdin(command: *mut boxlite_command_t) -> *mut boxlite_error_t {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_command(command, |c| {
+            c.no_stdin = true;
+            Ok(())
+        })
+    }
+}
+
 fn check_tty_size(rows: u16, cols: u16) -> Result<(), Error> {
     if rows == 0 || cols == 0 {
         return Err(Error::InvalidOption { field: "tty", reason: format!("{rows}x{cols} is not a terminal size") });

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::{Error, Result};
-use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution, StartMode};
+use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::home::RuntimeShared;
 use crate::runtime::images::oci::RunConfig;
 use crate::runtime::images::store::write_atomic;
@@ -438,22 +438,18 @@ impl LiteBox {
     /// WorkingDir and User are the defaults; a command with no program runs the image's
     /// Entrypoint + Cmd (its args, if any, replace Cmd).
     pub async fn exec(&self, command: ExecCommand) -> Result<Execution> {
-        self.exec_as(command, StartMode::Interactive).await
-    }
-
-    /// Runs a process to completion and collects its output (stdin closed): a process that
-    /// ends within a couple of seconds costs one round trip to the agent.
-    pub async fn exec_output(&self, command: ExecCommand) -> Result<ExecOutput> {
-        self.exec_as(command, StartMode::Collect).await?.output().await
-    }
-
-    async fn exec_as(&self, command: ExecCommand, mode: StartMode) -> Result<Execution> {
         let vm = self.running_vm().await?;
         let command = match self.inner.image_config.get() {
             Some(config) => with_image_defaults(command, config)?,
             None => command,
         };
-        vm.exec_counted(command, self.inner.exec_counters.clone(), mode).await
+        vm.exec_counted(command, self.inner.exec_counters.clone()).await
+    }
+
+    /// Runs a process to completion and collects its output. Its stdin is at end of file
+    /// ([`ExecCommand::no_stdin`]): a quick process costs one round trip to the agent.
+    pub async fn exec_output(&self, command: ExecCommand) -> Result<ExecOutput> {
+        self.exec(command.no_stdin()).await?.output().await
     }
 
     /// The running VM, booting it when there is none (or the last one died).

@@ -43,10 +43,11 @@ const EARLY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const EARLY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Early replies in a row after which the stream or the wait fails (about 43 s of backoff).
 const MAX_EARLY_REPLIES: u32 = 50;
-/// How long a collecting Start (see [`StartMode::Collect`]) may wait in the agent for the
-/// process to finish: a process that ends sooner costs one round trip; one that runs longer
-/// goes on through ReadOutput and Wait, having paid this much delay for its first output.
-const COLLECT_LINGER: Duration = Duration::from_secs(2);
+/// How long the agent may wait for a process started with [`ExecCommand::no_stdin`] to
+/// finish before it answers the start: one that ends sooner costs one round trip; one that
+/// runs longer goes on through ReadOutput and Wait, having paid this much delay for its first
+/// output and for the caller's control of it (a few round trips against its run time).
+pub const QUICK_EXIT_WAIT: Duration = Duration::from_millis(250);
 /// The default of [`ExecCommand::output_limit`]: 64 MiB per stream.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 << 20;
 
@@ -70,6 +71,12 @@ pub struct ExecCommand {
     /// [`Execution::take_stdout`] are not limited (they are flow-controlled instead).
     /// Default [`DEFAULT_OUTPUT_LIMIT`].
     pub output_limit: usize,
+    /// The process starts with its stdin at end of file, and the caller has no stdin to
+    /// write ([`Execution::take_stdin`] is `None`). Then the agent answers the start only
+    /// once the process has finished (up to [`QUICK_EXIT_WAIT`]), with its output and exit: a
+    /// quick process costs one round trip, and [`LiteBox::exec`](crate::LiteBox::exec) may
+    /// return only after that wait. `exec_output` always runs commands so.
+    pub no_stdin: bool,
 }
 
 impl Default for ExecCommand {
@@ -83,6 +90,7 @@ impl Default for ExecCommand {
             tty: None,
             timeout: None,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            no_stdin: false,
         }
     }
 }
@@ -130,6 +138,12 @@ impl ExecCommand {
     /// See [`ExecCommand::output_limit`].
     pub fn output_limit(mut self, bytes: usize) -> Self {
         self.output_limit = bytes;
+        self
+    }
+
+    /// See [`ExecCommand::no_stdin`].
+    pub fn no_stdin(mut self) -> Self {
+        self.no_stdin = true;
         self
     }
 
@@ -237,24 +251,13 @@ impl ExecCounters {
     }
 }
 
-/// How a process is started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StartMode {
-    /// The caller may write stdin, signal or resize: Start answers at once.
-    Interactive,
-    /// The caller only collects the output ([`Execution::output`]): stdin starts closed and
-    /// the agent answers Start once the process has finished (or after [`COLLECT_LINGER`]),
-    /// with its output and exit.
-    Collect,
-}
-
 /// A running (or finished) process in a VM. Dropping it releases the agent's record of the
 /// process; a process still running then loses its stdin and output pipes.
 pub struct Execution {
     id: String,
     pid: u32,
     link: Link,
-    /// The agent has dropped its record already (a collecting Start saw everything).
+    /// The agent has dropped its record already (its Start saw everything).
     released: bool,
     stdout: Option<OutputStream>,
     stderr: Option<OutputStream>,
@@ -318,20 +321,14 @@ impl Execution {
     /// exit to watch, nothing kept alive. For tests that play a hostile agent; not an API.
     #[doc(hidden)]
     pub async fn start_unsupervised(agent: AgentClient, command: ExecCommand) -> Result<Execution> {
-        Execution::start(Link::unsupervised(agent), Arc::default(), command, StartMode::Interactive).await
+        Execution::start(Link::unsupervised(agent), Arc::default(), command).await
     }
 
-    /// [`Execution::output`] of a process started as `exec_output` starts it, through an agent
-    /// connection with no VM behind it. For tests that play a hostile agent; not an API.
-    #[doc(hidden)]
-    pub async fn output_unsupervised(agent: AgentClient, command: ExecCommand) -> Result<ExecOutput> {
-        Execution::start(Link::unsupervised(agent), Arc::default(), command, StartMode::Collect).await?.output().await
-    }
-
-    pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand, mode: StartMode) -> Result<Execution> {
+    pub(crate) async fn start(link: Link, counters: Arc<ExecCounters>, command: ExecCommand) -> Result<Execution> {
         command.validate()?;
         let (rows, cols) = command.tty.unwrap_or((0, 0));
-        let collect = mode == StartMode::Collect;
+        // Without stdin the agent may wait for the process's end before it answers.
+        let collect = command.no_stdin;
         // One byte past the limit tells `collect` that the stream overflowed.
         let linger_max_bytes = (command.output_limit.saturating_add(1)).min(MAX_OUTPUT_CHUNK as usize) as u32;
         let request = StartRequest {
@@ -345,11 +342,11 @@ impl Execution {
             tty_cols: cols.into(),
             timeout_ms: command.timeout.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
             close_stdin: collect,
-            linger_ms: if collect { COLLECT_LINGER.as_millis() as u64 } else { 0 },
+            linger_ms: if collect { QUICK_EXIT_WAIT.as_millis() as u64 } else { 0 },
             linger_max_bytes: if collect { linger_max_bytes } else { 0 },
             ..Default::default()
         };
-        let deadline = if collect { COLLECT_LINGER + RPC_TIMEOUT } else { RPC_TIMEOUT };
+        let deadline = if collect { QUICK_EXIT_WAIT + RPC_TIMEOUT } else { RPC_TIMEOUT };
         let started = link.call("Start", link.agent.execution().start(context(deadline), &request)).await;
         let response = match started {
             Ok(response) => response,

@@ -1,6 +1,6 @@
 /* An execution's id and pid; a bounded wait that reports "still running" as its own result
- * (an event loop polls with it instead of blocking a thread); a tty resized while the
- * process runs; collected output capped at the command's limit. */
+ * (an event loop polls with it instead of blocking a thread); a command with no stdin; a
+ * tty resized while the process runs; collected output capped at the command's limit. */
 #include "common.h"
 
 static boxlite_command_t *sh(const char *script) {
@@ -44,6 +44,22 @@ int main(void) {
     OK(boxlite_execution_wait_timeout(&status, execution, 60000));
     CHECK(status.exit_code == 3);
     OK(boxlite_execution_wait_timeout(&status, execution, 0)); /* over: answers at once */
+    boxlite_execution_free(execution);
+    boxlite_command_free(command);
+
+    /* no stdin: `cat` reads end of file at once, its output and exit come with the start,
+     * and there is no stdin to write */
+    command = sh("cat; echo done; exit 5");
+    EXPECT_ERROR(boxlite_command_set_no_stdin(NULL), BOXLITE_ERROR_INVALID_ARGUMENT);
+    OK(boxlite_command_set_no_stdin(command));
+    collected_t ended;
+    memset(&ended, 0, sizeof ended);
+    boxlite_exec_callbacks_t quick = {BOXLITE_EXEC_CALLBACKS_VERSION, collect, NULL, NULL, &ended, NULL};
+    OK(boxlite_box_exec(&execution, box, command, &quick));
+    EXPECT_ERROR(boxlite_execution_write_stdin(execution, (const uint8_t *)"x\n", 2), BOXLITE_ERROR_INVALID_STATE);
+    OK(boxlite_execution_wait(&status, execution));
+    CHECK(status.exit_code == 5);
+    if (strcmp(ended.out, "done\n") != 0) FAIL("cat without stdin printed %s", ended.out);
     boxlite_execution_free(execution);
     boxlite_command_free(command);
 

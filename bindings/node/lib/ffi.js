@@ -77,6 +77,7 @@ const DECLS = [
   'boxlite_error_t *boxlite_command_set_user(boxlite_command_t *command, const char *user)',
   'boxlite_error_t *boxlite_command_set_timeout_ms(boxlite_command_t *command, uint64_t timeout_ms)',
   'boxlite_error_t *boxlite_command_set_tty(boxlite_command_t *command, uint16_t rows, uint16_t cols)',
+  'boxlite_error_t *boxlite_command_set_no_stdin(boxlite_command_t *command)',
   'void boxlite_command_free(boxlite_command_t *command)',
   'boxlite_error_t *boxlite_box_exec(_Out_ boxlite_execution_t **out, const boxlite_box_t *box, const boxlite_command_t *command, const boxlite_exec_callbacks_t *callbacks)',
   'boxlite_error_t *boxlite_execution_write_stdin(const boxlite_execution_t *execution, const uint8_t *data, size_t len)',

@@ -388,6 +388,7 @@ def _command(
     timeout: Optional[float],
     tty: Optional[Tuple[int, int]],
     output_limit: Optional[int] = None,
+    stdin: bool = True,
 ) -> _Handle:
     lib = _lib()
     if isinstance(cmd, (list, tuple)):
@@ -415,6 +416,8 @@ def _command(
                 errors.check(lib.boxlite_command_set_tty(ptr, tty[0], tty[1]))
             if output_limit is not None:
                 errors.check(lib.boxlite_command_set_output_limit(ptr, output_limit))
+            if not stdin:
+                errors.check(lib.boxlite_command_set_no_stdin(ptr))
     except BaseException:
         handle.close()
         raise
@@ -660,13 +663,17 @@ class Box:
         tty: Optional[Tuple[int, int]] = None,
         stream: bool = False,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        stdin: bool = True,
     ) -> Execution:
-        """Starts a process and returns its Execution at once (stdin open). `timeout`
-        (seconds): the library kills its process group then. `stream`: its output is
-        iterated as Chunks, else collected (up to `output_limit` bytes per stream; past it
-        the process is killed and the result says which stream was truncated)."""
+        """Starts a process and returns its Execution (stdin open). `timeout` (seconds):
+        the library kills its process group then. `stream`: its output is iterated as
+        Chunks, else collected (up to `output_limit` bytes per stream; past it the process
+        is killed and the result says which stream was truncated). `stdin=False`: the
+        process reads end of file at once and there is no stdin to write; the box then
+        answers only once the process has finished (at most ~250 ms), so that a quick one
+        costs a single round trip."""
         lib = _lib()
-        command = _command(cmd, args, env, cwd, user, timeout, tty)
+        command = _command(cmd, args, env, cwd, user, timeout, tty, stdin=stdin)
         state = _ExecState(stream, output_limit)
         key = next(_keys)
         with _states_lock:
@@ -705,8 +712,12 @@ class Box:
         """Runs a process to the end: its ExecResult (stdout and stderr apart, as bytes).
         `input` is written to its stdin, which is then closed. With `check`, a timeout
         raises ExecTimeout (with the partial output) and a non-zero exit ProcessExitError."""
-        with self.start_exec(cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout, tty=tty, output_limit=output_limit) as ex:
-            _feed(ex, input)
+        stdin = input is not None
+        with self.start_exec(
+            cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout, tty=tty, output_limit=output_limit, stdin=stdin
+        ) as ex:
+            if stdin:
+                _feed(ex, input)
             result = ex.wait()
         return result.check() if check else result
 

@@ -220,6 +220,7 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "boxlite_command_set_timeout_ms": (ERROR, [c_void_p, c_uint64]),
     "boxlite_command_set_tty": (ERROR, [c_void_p, c_uint16, c_uint16]),
     "boxlite_command_set_output_limit": (ERROR, [c_void_p, c_uint64]),
+    "boxlite_command_set_no_stdin": (ERROR, [c_void_p]),
     "boxlite_command_free": (None, [c_void_p]),
     "boxlite_box_exec": (ERROR, [POINTER(c_void_p), c_void_p, c_void_p, POINTER(ExecCallbacks)]),
     "boxlite_execution_write_stdin": (ERROR, [c_void_p, c_char_p, c_size_t]),

@@ -186,7 +186,7 @@ class Box:
         return await _run(self._sync.metrics)
 
     async def start_exec(self, cmd: Union[str, Sequence[str]], *args: str, **kwargs: Any) -> Execution:
-        """As Box.start_exec (env, cwd, user, timeout, tty, stream, output_limit)."""
+        """As Box.start_exec (env, cwd, user, timeout, tty, stream, output_limit, stdin)."""
         return Execution(await _run(self._sync.start_exec, cmd, *args, **kwargs))
 
     async def exec(
@@ -203,11 +203,13 @@ class Box:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> ExecResult:
         """As Box.exec. Cancelling the awaiting task kills the process."""
+        stdin = input is not None
         execution = await self.start_exec(
-            cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout, tty=tty, output_limit=output_limit
+            cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout, tty=tty, output_limit=output_limit, stdin=stdin
         )
         try:
-            await _run(_core._feed, execution.sync, input)
+            if stdin:
+                await _run(_core._feed, execution.sync, input)
             result = await execution.wait()
         finally:
             await asyncio.shield(execution.close())

@@ -89,6 +89,12 @@ def test_s4_stdin(box: boxlite.Box) -> None:
     # a stream fed from stdin
     chunks = list(box.stream("tr", "a-z", "A-Z", input="shout"))
     assert b"".join(c.data for c in chunks if c.stream == "stdout") == b"SHOUT"
+    # no stdin (what exec without input does): cat reads end of file, there is none to write
+    assert box.exec("cat").stdout == b""
+    with box.start_exec("sh", "-c", "cat; echo done", stdin=False) as execution:
+        with pytest.raises(boxlite.InvalidState):
+            execution.stdin.write(b"late")
+        assert execution.wait(timeout=60).stdout == b"done\n"
 
 
 # S5 -------------------------------------------------------------------------------------

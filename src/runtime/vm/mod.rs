@@ -26,7 +26,7 @@ use crate::runtime::agent::AgentClient;
 use crate::runtime::cgroups;
 use crate::runtime::engine::{self, EngineChoice, EngineKind, HostVirtualization};
 use crate::runtime::error::{quoted, Error, Result, MAX_QUOTED_MESSAGE};
-use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution, StartMode};
+use crate::runtime::exec::{ExecCommand, ExecCounters, ExecMetrics, ExecOutput, Execution};
 use crate::runtime::helpers;
 use crate::runtime::network::{BoundForward, NetworkOptions, NetworkStats};
 use crate::runtime::spec::{self, DiskFormat, DiskSpec, JailOptions, Protections, ShimEvent, VmSpec};
@@ -394,12 +394,12 @@ impl Vm {
 
     /// Starts a process in the VM. See [`Execution`] for its streams and status.
     pub async fn exec(&self, command: ExecCommand) -> Result<Execution> {
-        Execution::start(self.link.clone(), self.exec_counters.clone(), command, StartMode::Interactive).await
+        Execution::start(self.link.clone(), self.exec_counters.clone(), command).await
     }
 
     /// Starts a process, counting it in `counters` (a box's, which outlive its VMs).
-    pub(crate) async fn exec_counted(&self, command: ExecCommand, counters: Arc<ExecCounters>, mode: StartMode) -> Result<Execution> {
-        Execution::start(self.link.clone(), counters, command, mode).await
+    pub(crate) async fn exec_counted(&self, command: ExecCommand, counters: Arc<ExecCounters>) -> Result<Execution> {
+        Execution::start(self.link.clone(), counters, command).await
     }
 
     /// Guest CPU, memory and uptime, as the agent reports them.
@@ -409,7 +409,7 @@ impl Vm {
 
     /// Runs a process to completion and collects its output and status.
     pub async fn exec_output(&self, command: ExecCommand) -> Result<ExecOutput> {
-        Execution::start(self.link.clone(), self.exec_counters.clone(), command, StartMode::Collect).await?.output().await
+        self.exec(command.no_stdin()).await?.output().await
     }
 
     /// Counters of this VM's executions so far.
