@@ -46,6 +46,7 @@ static int run(boxlite_box_t *box, const char *const *argv, uint64_t *counted) {
     boxlite_command_t *command = NULL;
     OK(boxlite_command_new(&command, argv[0]));
     for (int i = 1; argv[i]; i++) OK(boxlite_command_add_arg(command, argv[i]));
+    OK(boxlite_command_set_no_stdin(command)); /* as the bindings' exec without input */
     boxlite_exec_callbacks_t callbacks = {BOXLITE_EXEC_CALLBACKS_VERSION, count_bytes, NULL, NULL, counted, NULL};
     boxlite_execution_t *execution = NULL;
     OK(boxlite_box_exec(&execution, box, command, &callbacks));
