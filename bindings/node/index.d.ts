@@ -44,6 +44,12 @@ export interface ExecOptions {
   /** Written to stdin, which is then closed. */
   input?: string | Uint8Array | ArrayBuffer;
   /**
+   * Collected output (exec, startExec): at most this many bytes per stream (default 64 MiB);
+   * past it the process is killed and the result's stdoutTruncated/stderrTruncated say so.
+   * box.stream() is not limited: its reader holds what it keeps.
+   */
+  outputLimit?: number;
+  /**
    * false: the process reads end of file at once and there is no stdin to write; the box
    * answers only once the process has finished (at most ~250 ms): a quick one costs a
    * single round trip. exec() sets it when there is no input.
@@ -65,6 +71,9 @@ export declare class ExecResult {
   readonly cancelled: boolean;
   readonly stdout: Buffer;
   readonly stderr: Buffer;
+  /** The stream passed outputLimit: it holds the first outputLimit bytes, the process was killed. */
+  readonly stdoutTruncated: boolean;
+  readonly stderrTruncated: boolean;
   readonly ok: boolean;
 }
 

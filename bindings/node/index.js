@@ -204,15 +204,27 @@ class Runtime extends Handle {
 }
 
 class ExecResult {
-  constructor(status, stdout, stderr) {
+  constructor(status, stdout, stderr, truncated = { stdout: false, stderr: false }) {
     this.exitCode = status.exit_code;
     this.signal = status.signal;
     this.timedOut = !!status.timed_out;
-    this.cancelled = !!status.cancelled;
+    // A stream past the output limit also cancels the execution: that is not the caller's.
+    this.cancelled = !!status.cancelled && !truncated.stdout && !truncated.stderr;
     this.stdout = stdout;
     this.stderr = stderr;
+    this.stdoutTruncated = truncated.stdout;
+    this.stderrTruncated = truncated.stderr;
   }
   get ok() { return this.exitCode === 0 && !this.signal && !this.timedOut; }
+}
+
+// As the library's default for boxlite_box_run: 64 MiB per stream.
+const DEFAULT_OUTPUT_LIMIT = 64 * 1024 * 1024;
+
+function outputLimitOf(options) {
+  const limit = options.outputLimit === undefined || options.outputLimit === null ? DEFAULT_OUTPUT_LIMIT : options.outputLimit;
+  if (!Number.isSafeInteger(limit) || limit < 1) throw invalid(`outputLimit ${limit}: a whole number of bytes above 0`);
+  return limit;
 }
 
 function argvOf(argv) {
@@ -315,7 +327,7 @@ class Box extends Handle {
       }
       if (options.tty) check(fns.boxlite_command_set_tty(cmd, options.tty.rows, options.tty.cols));
       if (options.stdin === false) check(fns.boxlite_command_set_no_stdin(cmd));
-      state = new ExecState(streaming);
+      state = new ExecState(streaming, outputLimitOf(options));
       const exe = [null];
       holdLoop(1);
       state.holding = true;
@@ -342,10 +354,13 @@ class Box extends Handle {
 // What the library's callbacks reach: kept apart from the Execution object, so that the
 // Execution can be collected while its process still runs.
 class ExecState {
-  constructor(streaming) {
+  constructor(streaming, outputLimit) {
     this.streaming = streaming;
+    this.limit = outputLimit;
     this.stdout = [];
     this.stderr = [];
+    this.kept = { stdout: 0, stderr: 0 };
+    this.truncated = { stdout: false, stderr: false };
     this.chunks = [];
     this.waiters = [];
     this.result = null; // ExecResult once on_exit fired
@@ -362,8 +377,19 @@ class ExecState {
       if (this.cancel) return 1;
       const n = Number(len);
       const chunk = n ? Buffer.from(new Uint8Array(koffi.view(data, n))) : Buffer.alloc(0);
-      if (this.streaming) this.push({ stream, data: chunk });
-      else (stream === 'stdout' ? this.stdout : this.stderr).push(chunk);
+      if (this.streaming) {
+        this.push({ stream, data: chunk });
+        return 0;
+      }
+      // Collected: at most `limit` bytes per stream; past it the library kills the process.
+      const room = this.limit - this.kept[stream];
+      const keep = chunk.length > room ? chunk.subarray(0, Math.max(room, 0)) : chunk;
+      (stream === 'stdout' ? this.stdout : this.stderr).push(keep);
+      this.kept[stream] += keep.length;
+      if (keep.length < chunk.length) {
+        this.truncated[stream] = true;
+        return 1;
+      }
       return 0;
     };
     const onExit = (status, error) => {
@@ -372,7 +398,7 @@ class ExecState {
         const { fns } = l;
         this.error = errors.fromCode(fns.boxlite_error_code(error), fns.boxlite_error_message(error) || '');
       }
-      this.result = new ExecResult(st, Buffer.concat(this.stdout), Buffer.concat(this.stderr));
+      this.result = new ExecResult(st, Buffer.concat(this.stdout), Buffer.concat(this.stderr), { ...this.truncated });
       if (this.error) { this.error.stdout = this.result.stdout; this.error.stderr = this.result.stderr; }
       this.done = true;
       this.wake();

@@ -29,6 +29,20 @@ test('the event loop never blocks: boot, a 1 s command, stop', async (t) => {
   assert.equal(box.status, 'stopped');
 });
 
+test('collected output stops at outputLimit: the rest is not kept and the process is killed', async (t) => {
+  const box = await openBox(t);
+  const limit = 256 * 1024;
+  const result = await box.exec(['yes'], { outputLimit: limit });
+  assert.equal(result.stdout.length, limit);
+  assert.equal(result.stdout.subarray(0, 4).toString(), 'y\ny\n');
+  assert.ok(result.stdoutTruncated && !result.stderrTruncated, 'stdout is flagged truncated');
+  assert.equal(result.cancelled, false, 'the limit, not the caller, ended it');
+  assert.equal(result.signal, 9);
+  const both = await box.exec(['sh', '-c', 'echo fits; echo also-fits >&2'], { outputLimit: limit });
+  assert.ok(!both.stdoutTruncated && !both.stderrTruncated && both.ok);
+  await assert.rejects(box.exec(['true'], { outputLimit: 0 }), boxlite.InvalidArgument);
+});
+
 test('a stream left early is killed and its callbacks released', async (t) => {
   const box = await openBox(t);
   const execution = await box.stream(['yes']);
