@@ -328,7 +328,7 @@ impl Execution {
         command.validate()?;
         let (rows, cols) = command.tty.unwrap_or((0, 0));
         // Without stdin the agent may wait for the process's end before it answers.
-        let collect = command.no_stdin;
+        let lingers = command.no_stdin;
         // One byte past the limit tells `collect` that the stream overflowed.
         let linger_max_bytes = (command.output_limit.saturating_add(1)).min(MAX_OUTPUT_CHUNK as usize) as u32;
         let request = StartRequest {
@@ -341,12 +341,12 @@ impl Execution {
             tty_rows: rows.into(),
             tty_cols: cols.into(),
             timeout_ms: command.timeout.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
-            close_stdin: collect,
-            linger_ms: if collect { QUICK_EXIT_WAIT.as_millis() as u64 } else { 0 },
-            linger_max_bytes: if collect { linger_max_bytes } else { 0 },
+            close_stdin: lingers,
+            linger_ms: if lingers { QUICK_EXIT_WAIT.as_millis() as u64 } else { 0 },
+            linger_max_bytes: if lingers { linger_max_bytes } else { 0 },
             ..Default::default()
         };
-        let deadline = if collect { QUICK_EXIT_WAIT + RPC_TIMEOUT } else { RPC_TIMEOUT };
+        let deadline = if lingers { QUICK_EXIT_WAIT + RPC_TIMEOUT } else { RPC_TIMEOUT };
         let started = link.call("Start", link.agent.execution().start(context(deadline), &request)).await;
         let response = match started {
             Ok(response) => response,
@@ -373,7 +373,7 @@ impl Execution {
         }
         // What a lingering Start read: an honest agent answers at most what was asked.
         let lingered = (response.stdout.len(), response.stderr.len());
-        if lingered.0.max(lingered.1) > if collect { linger_max_bytes as usize } else { 0 } {
+        if lingered.0.max(lingered.1) > if lingers { linger_max_bytes as usize } else { 0 } {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             let what = format!(
                 "Start answered {} + {} bytes of output, more than the {} per stream asked for",
@@ -383,12 +383,12 @@ impl Execution {
         }
         counters.started.fetch_add(1, Ordering::Relaxed);
         let id = response.exec_id;
-        let exit = response.exit.as_ref().filter(|exit| collect && exit.exited).map(exec_status);
-        let released = collect && exit.is_some() && response.stdout_eof && response.stderr_eof;
-        let already = |data, eof| Already { data, eof: collect && eof };
+        let exit = response.exit.as_ref().filter(|exit| lingers && exit.exited).map(exec_status);
+        let released = lingers && exit.is_some() && response.stdout_eof && response.stderr_eof;
+        let already = |data, eof| Already { data, eof: lingers && eof };
         let stdout = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDOUT, already(response.stdout, response.stdout_eof));
         let stderr = pump(link.clone(), counters.clone(), id.clone(), WireStream::STDERR, already(response.stderr, response.stderr_eof));
-        let stdin = (!collect).then(|| StdinWriter { exec_id: id.clone(), link: link.clone(), counters });
+        let stdin = (!lingers).then(|| StdinWriter { exec_id: id.clone(), link: link.clone(), counters });
         let status = OnceCell::new_with(exit);
         Ok(Execution {
             id,
