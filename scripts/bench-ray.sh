@@ -8,12 +8,8 @@
 # Needs what scripts/test-ray.sh needs (it installs Ray into target/pyvenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/pyvenv
+. scripts/lib/pyenv.sh
 "$venv/bin/python" -c 'import ray' 2>/dev/null || { echo "bench-ray: no Ray in $venv; run scripts/test-ray.sh once" >&2; exit 1; }
-export BOXLITE_LIBRARY="${BOXLITE_LIBRARY:-$PWD/target/debug/libboxlite.so}"
-[ -f "$BOXLITE_LIBRARY" ] || { echo "bench-ray: no $BOXLITE_LIBRARY; run cargo build -p boxlite" >&2; exit 1; }
-layout="${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}/test-images/busybox"
-[ -f "$layout/index.json" ] || scripts/build-test-images.sh >/dev/null
-export PYTHONPATH="$PWD/bindings/python${PYTHONPATH:+:$PYTHONPATH}"
-export RAY_USAGE_STATS_ENABLED=0
+pyenv_require_library bench-ray
+pyenv_for_ray
 exec "$venv/bin/python" bindings/bench/ray_bench.py "$layout" "$@"

@@ -7,13 +7,9 @@
 # (scripts/build-guest.sh) and target/guest/busybox-rootfs.ext4 (scripts/build-test-rootfs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/pyvenv
-if [ ! -x "$venv/bin/pytest" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet pytest
-fi
-export BOXLITE_LIBRARY="${BOXLITE_LIBRARY:-$PWD/target/debug/libboxlite.so}"
-[ -f "$BOXLITE_LIBRARY" ] || { echo "test-python: no $BOXLITE_LIBRARY; run cargo build -p boxlite" >&2; exit 1; }
+. scripts/lib/pyenv.sh
+pyenv_ensure_venv
+pyenv_require_library test-python
 export BOXLITE_TEST_ROOTFS="${BOXLITE_TEST_ROOTFS:-$PWD/target/guest/busybox-rootfs.ext4}"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 status=0

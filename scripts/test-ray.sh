@@ -8,21 +8,13 @@
 # Needs: cargo build -p boxlite, scripts/build-guest.sh, scripts/build-test-images.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/pyvenv
-if [ ! -x "$venv/bin/pytest" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet pytest
-fi
+. scripts/lib/pyenv.sh
+pyenv_ensure_venv
 if ! "$venv/bin/python" -c 'import ray' 2>/dev/null; then
   # Ray's core only (no dashboard, no [default] extra): the suite needs no more.
   "$venv/bin/pip" install --quiet 'ray>=2.40'
 fi
-export BOXLITE_LIBRARY="${BOXLITE_LIBRARY:-$PWD/target/debug/libboxlite.so}"
-[ -f "$BOXLITE_LIBRARY" ] || { echo "test-ray: no $BOXLITE_LIBRARY; run cargo build -p boxlite" >&2; exit 1; }
-layout="${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}/test-images/busybox"
-[ -f "$layout/index.json" ] || scripts/build-test-images.sh >/dev/null
-# Ray's workers (the node agents) import boxlite from the source tree, as the driver does.
-export PYTHONPATH="$PWD/bindings/python${PYTHONPATH:+:$PYTHONPATH}"
-export RAY_USAGE_STATS_ENABLED=0
+pyenv_require_library test-ray
+pyenv_for_ray
 cd bindings/python
 exec "../../$venv/bin/python" -m pytest -p no:cacheprovider -q -rfE tests_ray "$@"
