@@ -210,6 +210,20 @@ async fn timeout_kill_and_signal_reach_the_processes() {
     sleeper.kill().await.unwrap();
     let status = sleeper.wait().await.unwrap();
     assert_eq!((status.signal, status.timed_out), (Some(9), false));
+
+    // A caller that gives up on a collecting exec inside the agent's linger never learns of
+    // the process: its group is killed rather than left running where nobody can reach it.
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), vm.exec_output(sh("sleep 1001 & sleep 1001"))).await;
+    assert!(gave_up.is_err(), "the exec should still have been lingering");
+    let mut left = String::new();
+    for _ in 0..50 {
+        left = String::from_utf8(run(&vm, ExecCommand::new("ps")).await.stdout).unwrap();
+        if !left.contains("sleep 1001") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!left.contains("sleep 1001"), "the abandoned exec is still running:\n{left}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,9 +33,9 @@ struct Impatient {
 
 #[async_trait::async_trait]
 impl ExecutionService for Impatient {
-    async fn start(&self, _ctx: &TtrpcContext, _req: StartRequest) -> ttrpc::Result<StartResponse> {
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        Ok(StartResponse { exec_id: format!("impatient-{n}"), pid: 100 + n as u32, ..Default::default() })
+        Ok(StartResponse { exec_id: req.exec_id, pid: 100 + n as u32, ..Default::default() })
     }
 
     async fn read_output(&self, _ctx: &TtrpcContext, _req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
@@ -175,7 +175,7 @@ const WORDY: usize = 1 << 20;
 impl ExecutionService for Wordy {
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
         if req.program == "ok" {
-            return Ok(StartResponse { exec_id: "wordy".into(), pid: 7, ..Default::default() });
+            return Ok(StartResponse { exec_id: req.exec_id, pid: 7, ..Default::default() });
         }
         let error = ExecError { kind: WireErrorKind::SPAWN_FAILED.into(), message: "why ".repeat(WORDY / 4), ..Default::default() };
         Ok(StartResponse { error: Some(error).into(), ..Default::default() })
@@ -208,24 +208,37 @@ async fn an_agents_long_messages_are_quoted_at_a_bounded_length() {
     assert!(text.len() < 2048 && text.contains("bytes)"), "{} bytes: {}", text.len(), &text[..text.len().min(200)]);
 }
 
-/// Answers Start with `start` (a lingering Start's answer), then stdout's `more_stdout` and
-/// its end, stderr's end and `exit_code`; records the Start request and counts the rest.
+/// Answers Start with `start` (a lingering Start's answer) after `start_delay`, with the exec
+/// id asked for unless `start` names one; then stdout's `more_stdout` and its end, stderr's
+/// end and `exit_code`. Records the Start request and the Releases and counts the rest.
 #[derive(Default)]
 struct Scripted {
     start: StartResponse,
+    start_delay: Duration,
     more_stdout: Vec<u8>,
     exit_code: i32,
     asked: Mutex<Option<StartRequest>>,
     served_stdout: std::sync::atomic::AtomicBool,
     later_calls: AtomicU64,
-    releases: AtomicU64,
+    releases: Mutex<Vec<ReleaseRequest>>,
+}
+
+impl Scripted {
+    fn release_count(&self) -> usize {
+        self.releases.lock().unwrap().len()
+    }
 }
 
 #[async_trait::async_trait]
 impl ExecutionService for Scripted {
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        let mut response = self.start.clone();
+        if response.exec_id.is_empty() {
+            response.exec_id = req.exec_id.clone();
+        }
         *self.asked.lock().unwrap() = Some(req);
-        Ok(self.start.clone())
+        tokio::time::sleep(self.start_delay).await;
+        Ok(response)
     }
 
     async fn read_output(&self, _ctx: &TtrpcContext, req: ReadOutputRequest) -> ttrpc::Result<ReadOutputResponse> {
@@ -247,8 +260,8 @@ impl ExecutionService for Scripted {
         Ok(WaitResponse { exited: true, exit_code: self.exit_code, ..Default::default() })
     }
 
-    async fn release(&self, _ctx: &TtrpcContext, _req: ReleaseRequest) -> ttrpc::Result<ReleaseResponse> {
-        self.releases.fetch_add(1, Ordering::Relaxed);
+    async fn release(&self, _ctx: &TtrpcContext, req: ReleaseRequest) -> ttrpc::Result<ReleaseResponse> {
+        self.releases.lock().unwrap().push(req);
         Ok(ReleaseResponse::default())
     }
 }
@@ -256,6 +269,18 @@ impl ExecutionService for Scripted {
 /// Collects the output of a process started through `agent`, keeping at most 10 bytes per
 /// stream; and the agent, once a Release the host may have sent has had time to arrive.
 async fn collect_through(agent: Scripted, name: &str) -> (boxlite::Result<boxlite::ExecOutput>, Arc<Scripted>) {
+    match collect_within(agent, name, Duration::from_secs(60)).await {
+        Ok(collected) => collected,
+        Err(_agent) => panic!("not collected in 60 s"),
+    }
+}
+
+/// `collect_through`, given up after `limit` (then `Err`, with the agent).
+async fn collect_within(
+    agent: Scripted,
+    name: &str,
+    limit: Duration,
+) -> Result<(boxlite::Result<boxlite::ExecOutput>, Arc<Scripted>), Arc<Scripted>> {
     let agent = Arc::new(agent);
     let socket = std::env::temp_dir().join(format!("boxlite-scripted-{}-{name}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
@@ -263,18 +288,23 @@ async fn collect_through(agent: Scripted, name: &str) -> (boxlite::Result<boxlit
     server.start().await.unwrap();
     let client = AgentClient::over(tokio::net::UnixStream::connect(&socket).await.unwrap());
     let command = ExecCommand::new("anything").output_limit(10).no_stdin();
-    let output = match Execution::start_unsupervised(client, command).await {
-        Ok(execution) => execution.output().await,
-        Err(e) => Err(e),
-    };
+    let collected = tokio::time::timeout(limit, async {
+        match Execution::start_unsupervised(client, command).await {
+            Ok(execution) => execution.output().await,
+            Err(e) => Err(e),
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = std::fs::remove_file(&socket);
-    (output, agent)
+    match collected {
+        Ok(output) => Ok((output, agent)),
+        Err(_elapsed) => Err(agent),
+    }
 }
 
 fn lingered(stdout: &[u8], stdout_eof: bool, exit: Option<i32>) -> StartResponse {
     StartResponse {
-        exec_id: "scripted-1".into(),
         pid: 9,
         stdout: stdout.to_vec(),
         stderr: b"err".to_vec(),
@@ -295,7 +325,7 @@ async fn a_collecting_start_that_saw_everything_is_the_only_round_trip() {
     assert!(asked.close_stdin && asked.linger_ms > 0, "{asked:?}");
     assert_eq!(asked.linger_max_bytes, 11, "one byte past the output limit, to see an overflow");
     assert_eq!(agent.later_calls.load(Ordering::Relaxed), 0, "no ReadOutput, WriteStdin or Wait after a complete Start");
-    assert_eq!(agent.releases.load(Ordering::Relaxed), 0, "the agent dropped its record already");
+    assert_eq!(agent.release_count(), 0, "the agent dropped its record already");
 }
 
 #[tokio::test]
@@ -306,15 +336,47 @@ async fn a_collecting_start_cut_short_goes_on_with_read_output_and_wait() {
     assert_eq!((output.stdout.as_slice(), output.stderr.as_slice(), output.status.code), (&b"abcd"[..], &b"err"[..], Some(0)));
     // Two ReadOutputs of stdout (its rest, then its end) and a Wait; stderr had ended.
     assert_eq!(agent.later_calls.load(Ordering::Relaxed), 3);
-    assert_eq!(agent.releases.load(Ordering::Relaxed), 1, "the execution goes on in the agent: the host releases it");
+    let releases = agent.releases.lock().unwrap().clone();
+    assert_eq!(releases.len(), 1, "the execution goes on in the agent: the host releases it");
+    assert!(!releases[0].kill, "a plain Release: the caller had the execution");
 }
 
 #[tokio::test]
 async fn a_collecting_start_that_answers_more_than_asked_is_refused() {
     let agent = Scripted { start: lingered(b"twelve bytes", true, Some(0)), ..Default::default() };
-    let (output, _agent) = collect_through(agent, "too-much").await;
+    let (output, agent) = collect_through(agent, "too-much").await;
     match output {
         Err(Error::GuestProtocol { what }) => assert!(what.contains("more than the 11"), "{what}"),
         other => panic!("expected a GuestProtocol error, got {:?}", other.map(|o| o.stdout)),
     }
+    assert_kill_released(&agent, "a refused answer");
+}
+
+/// The host released the execution its Start named, with `kill`, and only that.
+fn assert_kill_released(agent: &Scripted, after: &str) {
+    let asked = agent.asked.lock().unwrap().clone().expect("a Start");
+    let releases = agent.releases.lock().unwrap().clone();
+    assert_eq!(releases.len(), 1, "after {after}: {releases:?}");
+    assert!(releases[0].kill && releases[0].exec_id == asked.exec_id, "after {after}: {releases:?} for {:?}", asked.exec_id);
+}
+
+#[tokio::test]
+async fn a_start_given_up_on_is_released_with_kill() {
+    // The agent answers after 2 s; the caller gives up after 100 ms.
+    let agent = Scripted { start: lingered(b"", true, Some(0)), start_delay: Duration::from_secs(2), ..Default::default() };
+    let agent = collect_within(agent, "given-up", Duration::from_millis(100)).await.err().expect("the caller gave up");
+    assert_kill_released(&agent, "a cancelled Start");
+    let asked = agent.asked.lock().unwrap().clone().unwrap();
+    assert!(boxlite_protocol::valid_exec_id(&asked.exec_id) && asked.exec_id.len() >= 16, "the host names it: {:?}", asked.exec_id);
+}
+
+#[tokio::test]
+async fn a_start_that_answers_another_exec_id_is_refused_and_released() {
+    let agent = Scripted { start: StartResponse { exec_id: "not-yours".into(), ..lingered(b"", false, None) }, ..Default::default() };
+    let (output, agent) = collect_through(agent, "other-id").await;
+    match output {
+        Err(Error::GuestProtocol { what }) => assert!(what.contains("not-yours") && what.contains("asked for"), "{what}"),
+        other => panic!("expected a GuestProtocol error, got {:?}", other.map(|o| o.stdout)),
+    }
+    assert_kill_released(&agent, "an answer for another id");
 }

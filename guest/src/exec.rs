@@ -5,7 +5,7 @@
 //! that stops reading leaves the pipe full and the process blocked in write(2): memory stays
 //! bounded on both sides whatever the process writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -18,7 +18,7 @@ use boxlite_protocol::agent::{
     ResizeRequest, ResizeResponse, SignalRequest, SignalResponse, StartRequest, StartResponse, WaitRequest, WaitResponse,
     WriteStdinRequest, WriteStdinResponse,
 };
-use boxlite_protocol::{MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
+use boxlite_protocol::{valid_exec_id, MAX_OUTPUT_CHUNK, MAX_STDIN_CHUNK};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -38,12 +38,58 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The capacity of a process's stdout and stderr pipes: one ReadOutput's worth
 /// (`MAX_OUTPUT_CHUNK`), and the kernel's default cap for unprivileged pipes (fs.pipe-max-size).
 const OUTPUT_PIPE_SIZE: i32 = 1024 * 1024;
+/// How many early kill-Releases (see `Registry`) the agent remembers; the oldest go first.
+const MAX_RELEASED_EARLY: usize = 64;
 
 pub struct ExecService {
     root: Arc<Root>,
     reaper: Reaper,
-    execs: Mutex<HashMap<String, Arc<Exec>>>,
+    registry: Mutex<Registry>,
     next_id: AtomicU64,
+}
+
+/// The executions the host can name, and the ids of those it gave up on before their Start
+/// had registered them: a host that cancels a Start sends Release with `kill`, and that
+/// Release may overtake the Start it cancels.
+#[derive(Default)]
+struct Registry {
+    execs: HashMap<String, Arc<Exec>>,
+    released_early: VecDeque<String>,
+}
+
+/// Why a started process was not registered.
+#[derive(Debug, PartialEq)]
+enum NotAdmitted {
+    IdInUse,
+    ReleasedEarly,
+}
+
+impl Registry {
+    /// Registers a started process, unless its id is taken or was released before this.
+    fn admit(&mut self, exec_id: &str, exec: Arc<Exec>) -> Result<(), NotAdmitted> {
+        if let Some(at) = self.released_early.iter().position(|id| id == exec_id) {
+            self.released_early.remove(at);
+            return Err(NotAdmitted::ReleasedEarly);
+        }
+        if self.execs.contains_key(exec_id) {
+            return Err(NotAdmitted::IdInUse);
+        }
+        self.execs.insert(exec_id.to_owned(), exec);
+        Ok(())
+    }
+
+    /// Drops the record of `exec_id` and returns it; a kill-Release of an id not registered
+    /// (yet) is remembered for `admit`.
+    fn release(&mut self, exec_id: &str, kill: bool) -> Option<Arc<Exec>> {
+        let released = self.execs.remove(exec_id);
+        if released.is_none() && kill {
+            if self.released_early.len() == MAX_RELEASED_EARLY {
+                self.released_early.pop_front();
+            }
+            self.released_early.push_back(exec_id.to_owned());
+        }
+        released
+    }
 }
 
 /// How a process ended, as the host sees it.
@@ -73,15 +119,28 @@ fn exec_error(kind: ErrorKind, message: impl Into<String>) -> ExecError {
 
 impl ExecService {
     pub fn new(root: Arc<Root>, reaper: Reaper) -> Self {
-        Self { root, reaper, execs: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+        Self { root, reaper, registry: Mutex::default(), next_id: AtomicU64::new(1) }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self, exec_id: &str) -> ttrpc::Result<Arc<Exec>> {
-        let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
-        execs.get(exec_id).cloned().ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("no execution {exec_id:?} in this box")))
+        let registry = self.registry();
+        registry.execs.get(exec_id).cloned().ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("no execution {exec_id:?} in this box")))
     }
 
     fn start_process(&self, req: &StartRequest) -> Result<(String, Arc<Exec>), ExecError> {
+        let exec_id = if req.exec_id.is_empty() {
+            format!("exec-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        } else if !valid_exec_id(&req.exec_id) {
+            return Err(exec_error(ErrorKind::INVALID_ARGUMENT, "the exec id is not 1 to 64 of [A-Za-z0-9_-]"));
+        } else if self.registry().execs.contains_key(&req.exec_id) {
+            return Err(exec_error(ErrorKind::INVALID_ARGUMENT, format!("exec id {:?} is in use in this box", req.exec_id)));
+        } else {
+            req.exec_id.clone()
+        };
         let user = rootfs::lookup_user(&self.root, &req.user).map_err(|m| exec_error(ErrorKind::USER_NOT_FOUND, m))?;
 
         let mut env: Vec<(String, String)> = vec![("PATH".into(), DEFAULT_PATH.into()), ("HOME".into(), user.home.clone())];
@@ -183,7 +242,6 @@ impl ExecService {
             let _ = ended_tx.send(Some(Ended { exit, timed_out: timed_out.load(Ordering::Relaxed) }));
         });
 
-        let exec_id = format!("exec-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let exec = Exec {
             pid,
             stdout: tokio::sync::Mutex::new(stdout),
@@ -193,7 +251,15 @@ impl ExecService {
             ended: ended_rx,
         };
         let exec = Arc::new(exec);
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.clone(), exec.clone());
+        if let Err(why) = self.registry().admit(&exec_id, exec.clone()) {
+            // Nobody could reach this process: it must not run on unseen.
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let message = match why {
+                NotAdmitted::IdInUse => format!("exec id {exec_id:?} is in use in this box"),
+                NotAdmitted::ReleasedEarly => format!("execution {exec_id:?} was released (its Start cancelled) before it started"),
+            };
+            return Err(exec_error(ErrorKind::INVALID_ARGUMENT, message));
+        }
         Ok((exec_id, exec))
     }
 
@@ -423,7 +489,7 @@ impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
         let got = linger(&exec, bounded_wait(req.linger_ms), max).await;
         if got.complete() {
             // The host has it all and will not ask again: no Release needed.
-            self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&response.exec_id);
+            self.registry().release(&response.exec_id, false);
         }
         response.exit = Some(wait_response(got.ended)).into();
         (response.stdout, response.stderr) = (got.stdout, got.stderr);
@@ -511,7 +577,47 @@ impl boxlite_protocol::agent_ttrpc::Execution for ExecService {
     }
 
     async fn release(&self, _ctx: &TtrpcContext, req: ReleaseRequest) -> ttrpc::Result<ReleaseResponse> {
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&req.exec_id);
+        let released = self.registry().release(&req.exec_id, req.kill);
+        if let Some(exec) = released.filter(|exec| req.kill && exec.ended.borrow().is_none()) {
+            // Not reaped yet (checked above), so the pid still names its group.
+            let _ = killpg(Pid::from_raw(exec.pid as i32), Signal::SIGKILL);
+        }
         Ok(ReleaseResponse::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Arc<Exec> {
+        let no_fd = || tokio::sync::Mutex::new(None);
+        Arc::new(Exec { pid: 1, stdout: no_fd(), stderr: no_fd(), stdin: no_fd(), pty: None, ended: watch::channel(None).1 })
+    }
+
+    #[test]
+    fn a_kill_release_that_overtakes_its_start_refuses_that_start_once() {
+        let mut registry = Registry::default();
+        assert!(registry.release("h-1", true).is_none());
+        assert_eq!(registry.admit("h-1", record()), Err(NotAdmitted::ReleasedEarly));
+        assert!(registry.execs.is_empty());
+        // Remembered once: the id can be used again.
+        assert_eq!(registry.admit("h-1", record()), Ok(()));
+        assert_eq!(registry.admit("h-1", record()), Err(NotAdmitted::IdInUse));
+        assert!(registry.release("h-1", true).is_some());
+        assert!(registry.released_early.is_empty(), "a Release that found its record is not remembered");
+    }
+
+    #[test]
+    fn a_plain_release_of_an_unknown_id_is_not_remembered_and_early_ones_are_bounded() {
+        let mut registry = Registry::default();
+        assert!(registry.release("gone", false).is_none());
+        assert!(registry.released_early.is_empty());
+        for n in 0..MAX_RELEASED_EARLY + 10 {
+            registry.release(&format!("h-{n}"), true);
+        }
+        assert_eq!(registry.released_early.len(), MAX_RELEASED_EARLY);
+        assert_eq!(registry.admit("h-0", record()), Ok(()), "the oldest were forgotten");
+        assert_eq!(registry.admit(&format!("h-{}", MAX_RELEASED_EARLY + 9), record()), Err(NotAdmitted::ReleasedEarly));
     }
 }

@@ -74,6 +74,14 @@ pub const MAX_COPY_CHUNK: u32 = 1024 * 1024;
 /// The most copies (in and out together) the agent keeps open at once.
 pub const MAX_OPEN_COPIES: usize = 16;
 
+/// The longest exec id either side accepts.
+pub const MAX_EXEC_ID: usize = 64;
+
+/// Whether `id` may name an execution: 1 to [`MAX_EXEC_ID`] of `[A-Za-z0-9_-]`.
+pub fn valid_exec_id(id: &str) -> bool {
+    (1..=MAX_EXEC_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Kernel command-line key listing the volumes the agent mounts (docs/volumes.md):
 /// `boxlite.volumes=TAG:PATH:MODE[,TAG:PATH:MODE...]`, e.g.
 /// `boxlite.volumes=vol0:/data:rw,vol1:/srv/my%20docs:ro`. TAG is a virtio-fs tag, PATH the
@@ -200,6 +208,14 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn exec_ids_are_short_plain_words() {
+        assert!(valid_exec_id("exec-1") && valid_exec_id("h_0123abcdef") && valid_exec_id(&"a".repeat(MAX_EXEC_ID)));
+        for bad in ["", "a b", "../x", "é", "a\n", &"a".repeat(MAX_EXEC_ID + 1)] {
+            assert!(!valid_exec_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_chunk_writer_sends_full_chunks_then_the_rest_on_flush() {

@@ -199,7 +199,7 @@ impl LiteBox {
         if let Some(image) = &options.image {
             options.image = Some(normalize_reference(image)?);
         }
-        let id = random_id();
+        let id = crate::runtime::sys::random_hex::<6>();
         let dir = runtime.boxes_dir().join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let created_at_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
@@ -704,14 +704,4 @@ fn shim_alive(attach_file: &Path) -> bool {
         return false;
     };
     crate::runtime::vm::shim_running(info.shim_pid)
-}
-
-/// 12 random hex digits.
-fn random_id() -> String {
-    let mut bytes = [0u8; 6];
-    if !crate::runtime::sys::random_bytes(&mut bytes) {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        bytes.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes()[..6]);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

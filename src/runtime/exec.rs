@@ -33,8 +33,6 @@ pub(crate) const LONG_POLL: Duration = Duration::from_secs(20);
 /// Deadline margin on top of a long poll, for the round trip.
 pub(crate) const RPC_MARGIN: Duration = Duration::from_secs(10);
 pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest exec id we accept from the guest.
-const MAX_EXEC_ID: usize = 64;
 /// A long poll answered "nothing yet" sooner than this is early: an honest agent says so only
 /// when the poll's wait has passed.
 const EARLY_REPLY: Duration = Duration::from_secs(LONG_POLL.as_secs() / 2);
@@ -331,7 +329,11 @@ impl Execution {
         let lingers = command.no_stdin;
         // One byte past the limit tells `collect` that the stream overflowed.
         let linger_max_bytes = (command.output_limit.saturating_add(1)).min(MAX_OUTPUT_CHUNK as usize) as u32;
+        // Named here, so that a Start given up on can be released (see `StartGuard`).
+        let exec_id = format!("h{}", crate::runtime::sys::random_hex::<8>());
+        let guard = StartGuard { link: Some(link.clone()), exec_id: exec_id.clone() };
         let request = StartRequest {
+            exec_id: exec_id.clone(),
             program: command.program.clone(),
             args: command.args.clone(),
             env: command.env.iter().map(|(n, v)| format!("{n}={v}")).collect(),
@@ -356,6 +358,7 @@ impl Execution {
             }
         };
         if let Some(error) = response.error.as_ref().filter(|e| e.kind.value() != 0) {
+            guard.disarm(); // nothing started
             counters.failed.fetch_add(1, Ordering::Relaxed);
             let kind = match error.kind.enum_value() {
                 Ok(WireErrorKind::PROGRAM_NOT_FOUND) => ExecErrorKind::ProgramNotFound,
@@ -367,9 +370,10 @@ impl Execution {
             };
             return Err(Error::ExecRefused { program: command.program, kind, message: quoted(&error.message, MAX_QUOTED_MESSAGE) });
         }
-        if response.exec_id.is_empty() || response.exec_id.len() > MAX_EXEC_ID {
+        if response.exec_id != exec_id {
             counters.failed.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::GuestProtocol { what: format!("Start answered an exec id of {} bytes", response.exec_id.len()) });
+            let what = format!("Start answered exec id {}, not the {exec_id} asked for", quoted(&response.exec_id, MAX_QUOTED_MESSAGE));
+            return Err(Error::GuestProtocol { what });
         }
         // What a lingering Start read: an honest agent answers at most what was asked.
         let lingered = (response.stdout.len(), response.stderr.len());
@@ -382,7 +386,8 @@ impl Execution {
             return Err(Error::GuestProtocol { what });
         }
         counters.started.fetch_add(1, Ordering::Relaxed);
-        let id = response.exec_id;
+        guard.disarm(); // from here on Execution's Drop releases it
+        let id = exec_id;
         let exit = response.exit.as_ref().filter(|exit| lingers && exit.exited).map(exec_status);
         let released = lingers && exit.is_some() && response.stdout_eof && response.stderr_eof;
         let already = |data, eof| Already { data, eof: lingers && eof };
@@ -529,12 +534,39 @@ impl Drop for Execution {
         if self.released {
             return;
         }
-        let (link, exec_id) = (self.link.clone(), self.id.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let request = ReleaseRequest { exec_id, ..Default::default() };
-                let _ = link.call("Release", link.agent.execution().release(context(RPC_TIMEOUT), &request)).await;
-            });
+        release_in_background(self.link.clone(), ReleaseRequest { exec_id: self.id.clone(), ..Default::default() });
+    }
+}
+
+/// Sends `request` from a task of its own: a Drop cannot wait for the answer.
+fn release_in_background(link: Link, request: ReleaseRequest) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = link.call("Release", link.agent.execution().release(context(RPC_TIMEOUT), &request)).await;
+        });
+    }
+}
+
+/// A Start in flight. Dropped before the Execution exists (the caller's timeout or task
+/// cancelled the start, the RPC failed, or the answer was refused), it sends a Release with
+/// `kill`: else the process would run on in the box with nobody able to reach, signal or
+/// release it. The agent honours that Release even when it overtakes the Start.
+struct StartGuard {
+    link: Option<Link>,
+    exec_id: String,
+}
+
+impl StartGuard {
+    /// Nothing to release: no process started, or an Execution owns it now.
+    fn disarm(mut self) {
+        self.link = None;
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            release_in_background(link, ReleaseRequest { exec_id: std::mem::take(&mut self.exec_id), kill: true, ..Default::default() });
         }
     }
 }

@@ -151,6 +151,22 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> bool {
     filled == buf.len() as isize
 }
 
+/// `2 * N` random hex digits. Without the kernel's random source (it never fails on a
+/// booted system), the time, the pid and a counter keep them distinct.
+pub(crate) fn random_hex<const N: usize>() -> String {
+    static DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = [0u8; N];
+    if !random_bytes(&mut bytes) {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) as u64;
+        let drawn = DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mixed = (nanos ^ u64::from(std::process::id()) << 32 ^ drawn.rotate_right(16)).to_le_bytes();
+        for (byte, mix) in bytes.iter_mut().zip(mixed.iter().cycle()) {
+            *byte = *mix;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A descriptor that follows process `pid` (it cannot come to mean a reused pid).
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
