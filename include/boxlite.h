@@ -1108,8 +1108,30 @@ boxlite_error_t *boxlite_execution_signal(const boxlite_execution_t *execution, 
 boxlite_error_t *boxlite_execution_kill(const boxlite_execution_t *execution);
 
 /**
- * Frees an execution handle. A running process goes on and its callbacks still fire.
- * NULL does nothing.
+ * Holds back this execution's output: once this returns, no output callback starts (one
+ * already running finishes) until `boxlite_execution_resume_output`. The library stops
+ * pulling output from the box meanwhile, so a process that goes on writing blocks once its
+ * pipes are full: a consumer slower than the process keeps memory bounded this way. `on_exit`
+ * comes after the last output, so it waits too. Pausing twice is not an error. Thread-safe,
+ * and may be called from the execution's own callbacks.
+ *
+ * # Safety
+ * `execution` is NULL or live.
+ */
+boxlite_error_t *boxlite_execution_pause_output(const boxlite_execution_t *execution);
+
+/**
+ * Delivers output again after `boxlite_execution_pause_output`. Resuming output that is not
+ * paused is not an error. Thread-safe, and may be called from the execution's own callbacks.
+ *
+ * # Safety
+ * `execution` is NULL or live.
+ */
+boxlite_error_t *boxlite_execution_resume_output(const boxlite_execution_t *execution);
+
+/**
+ * Frees an execution handle. A running process goes on and its callbacks still fire (paused
+ * output resumes: nobody could resume it after this). NULL does nothing.
  *
  * # Safety
  * `execution` is NULL or live, and not used afterwards.

@@ -351,6 +351,11 @@ class Box extends Handle {
   }
 }
 
+// Chunks (each at most 1 MiB) a streaming execution queues before it pauses the library's
+// output; it resumes at half of it. A consumer slower than the process so holds at most
+// this many, and the process blocks in write(2) meanwhile.
+const STREAM_HIGH_WATER = 8;
+
 // What the library's callbacks reach: kept apart from the Execution object, so that the
 // Execution can be collected while its process still runs.
 class ExecState {
@@ -368,6 +373,8 @@ class ExecState {
     this.done = false;
     this.cancel = false;
     this.holding = false;
+    this.cell = null; // the Execution's handle cell, once boxlite_box_exec returned it
+    this.paused = false;
     this.exited = new Promise((resolve) => { this._exited = resolve; });
     this.registered = [];
   }
@@ -421,7 +428,23 @@ class ExecState {
     if (!this.done) { this.done = true; this.wake(); this._exited(); }
     if (this.holding) { this.holding = false; holdLoop(-1); }
   }
-  push(chunk) { this.chunks.push(chunk); this.wake(); }
+  push(chunk) {
+    this.chunks.push(chunk);
+    if (this.chunks.length >= STREAM_HIGH_WATER) this.pauseOutput(true);
+    this.wake();
+  }
+  shift() {
+    const chunk = this.chunks.shift();
+    if (this.chunks.length <= STREAM_HIGH_WATER / 2) this.pauseOutput(false);
+    return chunk;
+  }
+  /** Holds the library's output back (or lets it go on); nothing to do once the handle is freed (freeing resumes it). */
+  pauseOutput(paused) {
+    const ptr = this.cell && this.cell.ptr;
+    if (!ptr || paused === this.paused) return;
+    check(lib().fns[paused ? 'boxlite_execution_pause_output' : 'boxlite_execution_resume_output'](ptr));
+    this.paused = paused;
+  }
   wake() { const w = this.waiters; this.waiters = []; for (const f of w) f(); }
   next() { return new Promise((resolve) => this.waiters.push(resolve)); }
 }
@@ -430,6 +453,7 @@ class Execution extends Handle {
   constructor(ptr, box, state, program) {
     super(ptr, 'boxlite_execution_free', 'execution');
     this._cell.state = state;
+    state.cell = this._cell;
     this.box = box;
     this._state = state;
     this._program = program;
@@ -488,7 +512,7 @@ class Execution extends Handle {
     let finished = false;
     try {
       for (;;) {
-        while (state.chunks.length) yield state.chunks.shift();
+        while (state.chunks.length) yield state.shift();
         if (state.done) { finished = true; return; }
         await state.next();
       }
@@ -497,6 +521,7 @@ class Execution extends Handle {
         // Left early: stop the process and stop taking its output.
         state.cancel = true;
         state.chunks = [];
+        state.pauseOutput(false); // the rest is drained, and on_exit can come
         if (!this.closed) await this.kill().catch(() => {});
       }
     }

@@ -97,6 +97,23 @@ struct Shared {
     stdin: tokio::sync::Mutex<Option<StdinWriter>>,
     outcome: Mutex<Option<Outcome>>,
     finished: Condvar,
+    /// `boxlite_execution_pause_output` holds the delivering thread back.
+    output_paused: Mutex<bool>,
+    output_resumed: Condvar,
+}
+
+impl Shared {
+    fn set_output_paused(&self, paused: bool) {
+        *self.output_paused.lock().unwrap_or_else(|e| e.into_inner()) = paused;
+        if !paused {
+            self.output_resumed.notify_all();
+        }
+    }
+
+    fn wait_while_output_paused(&self) {
+        let paused = self.output_paused.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.output_resumed.wait_while(paused, |paused| *paused).unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 /// A running (or finished) process. Keeps its box alive; may be freed while running (the
@@ -355,8 +372,14 @@ pub unsafe extern "C" fn boxlite_box_exec(
         let stdout = execution.take_stdout();
         let stderr = execution.take_stderr();
         let stdin = execution.take_stdin();
-        let shared =
-            Arc::new(Shared { execution, stdin: tokio::sync::Mutex::new(stdin), outcome: Mutex::new(None), finished: Condvar::new() });
+        let shared = Arc::new(Shared {
+            execution,
+            stdin: tokio::sync::Mutex::new(stdin),
+            outcome: Mutex::new(None),
+            finished: Condvar::new(),
+            output_paused: Mutex::new(false),
+            output_resumed: Condvar::new(),
+        });
         let driver = shared.clone();
         std::thread::Builder::new()
             .name("boxlite-exec".into())
@@ -385,10 +408,24 @@ impl OutputSink for Callbacks {
     }
 }
 
+/// The callbacks, held back while the caller has paused the output.
+struct Gated<'a> {
+    shared: &'a Shared,
+    callbacks: &'a mut Callbacks,
+}
+
+impl OutputSink for Gated<'_> {
+    fn output(&mut self, stream: StreamKind, data: &[u8]) -> bool {
+        self.shared.wait_while_output_paused();
+        self.callbacks.output(stream, data)
+    }
+}
+
 /// Delivers output to the callbacks, then the exit, on a plain thread of its own (see
 /// `runtime::sink`): callbacks may block or call back into the library.
 fn drive(shared: Arc<Shared>, stdout: Option<OutputStream>, stderr: Option<OutputStream>, mut callbacks: Callbacks) {
-    let delivered = deliver(tokio().handle(), &shared.execution, stdout, stderr, &mut callbacks);
+    let mut gated = Gated { shared: &shared, callbacks: &mut callbacks };
+    let delivered = deliver(tokio().handle(), &shared.execution, stdout, stderr, &mut gated);
     let outcome: Outcome = match delivered {
         Ok(d) => Ok(exit_status(d.status, d.cancelled)),
         Err(e) => Err(error_parts(&e)),
@@ -627,15 +664,53 @@ pub unsafe extern "C" fn boxlite_execution_kill(execution: *const boxlite_execut
     })
 }
 
-/// Frees an execution handle. A running process goes on and its callbacks still fire.
-/// NULL does nothing.
+/// Holds back this execution's output: once this returns, no output callback starts (one
+/// already running finishes) until `boxlite_execution_resume_output`. The library stops
+/// pulling output from the box meanwhile, so a process that goes on writing blocks once its
+/// pipes are full: a consumer slower than the process keeps memory bounded this way. `on_exit`
+/// comes after the last output, so it waits too. Pausing twice is not an error. Thread-safe,
+/// and may be called from the execution's own callbacks.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_pause_output(execution: *const boxlite_execution_t) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        unsafe { handle(execution, "execution") }?.shared.set_output_paused(true);
+        Ok(())
+    })
+}
+
+/// Delivers output again after `boxlite_execution_pause_output`. Resuming output that is not
+/// paused is not an error. Thread-safe, and may be called from the execution's own callbacks.
+///
+/// # Safety
+/// `execution` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_execution_resume_output(execution: *const boxlite_execution_t) -> *mut boxlite_error_t {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        unsafe { handle(execution, "execution") }?.shared.set_output_paused(false);
+        Ok(())
+    })
+}
+
+/// Frees an execution handle. A running process goes on and its callbacks still fire (paused
+/// output resumes: nobody could resume it after this). NULL does nothing.
 ///
 /// # Safety
 /// `execution` is NULL or live, and not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_execution_free(execution: *mut boxlite_execution_t) {
-    // SAFETY: NULL or from Box::into_raw, given up by the caller.
-    guard_void(|| unsafe { free_handle(execution) })
+    guard_void(|| {
+        // SAFETY: NULL or live (caller's contract).
+        if let Some(live) = unsafe { execution.as_ref() } {
+            live.shared.set_output_paused(false);
+        }
+        // SAFETY: NULL or from Box::into_raw, given up by the caller.
+        unsafe { free_handle(execution) }
+    })
 }
 
 /// Runs `command` in the box to completion (stdin closed at once) and collects its output.

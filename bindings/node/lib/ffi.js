@@ -87,6 +87,8 @@ const DECLS = [
   'boxlite_error_t *boxlite_execution_pid(_Out_ uint32_t *out, const boxlite_execution_t *execution)',
   'boxlite_error_t *boxlite_execution_signal(const boxlite_execution_t *execution, int32_t signal)',
   'boxlite_error_t *boxlite_execution_kill(const boxlite_execution_t *execution)',
+  'boxlite_error_t *boxlite_execution_pause_output(const boxlite_execution_t *execution)',
+  'boxlite_error_t *boxlite_execution_resume_output(const boxlite_execution_t *execution)',
   'void boxlite_execution_free(boxlite_execution_t *execution)',
 ];
 

@@ -43,6 +43,23 @@ test('collected output stops at outputLimit: the rest is not kept and the proces
   await assert.rejects(box.exec(['true'], { outputLimit: 0 }), boxlite.InvalidArgument);
 });
 
+test('a stream read slower than it is written holds a bounded queue, then delivers it all', async (t) => {
+  const box = await openBox(t);
+  const size = 32 * 1024 * 1024;
+  const execution = await box.stream(['head', '-c', String(size), '/dev/zero']);
+  // Not read for 1.5 s: the process could write it all meanwhile; the queue must stay bounded.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const queued = execution._state.chunks;
+  const queuedBytes = queued.reduce((n, c) => n + c.data.length, 0);
+  assert.ok(queued.length <= 8 && queuedBytes <= 8 * 1024 * 1024, `${queued.length} chunks, ${queuedBytes} bytes queued`);
+  assert.ok(execution.running, 'the exit cannot come before the output it follows');
+  let total = 0;
+  for await (const chunk of execution) total += chunk.data.length;
+  assert.equal(total, size);
+  assert.equal((await execution.wait()).exitCode, 0);
+  await execution.close();
+});
+
 test('a stream left early is killed and its callbacks released', async (t) => {
   const box = await openBox(t);
   const execution = await box.stream(['yes']);
