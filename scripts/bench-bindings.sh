@@ -16,32 +16,21 @@ lib=$repo/target/debug/libboxlite.so
 [ -f "$lib" ] || { echo "bench-bindings: no $lib; run cargo build -p boxlite" >&2; exit 1; }
 rootfs=${BOXLITE_TEST_ROOTFS:-$repo/target/guest/busybox-rootfs.ext4}
 [ -f "$rootfs" ] || { echo "bench-bindings: no $rootfs; run scripts/build-test-rootfs.sh" >&2; exit 1; }
-GO=${GO:-$(command -v go || echo /usr/lib/go-1.23/bin/go)}
-[ -x "$GO" ] || { echo "bench-bindings: no go" >&2; exit 1; }
+. scripts/lib/goenv.sh
+goenv_require_go bench-bindings
 [ -d bindings/node/node_modules/koffi ] || (cd bindings/node && npm ci --no-audit --no-fund --loglevel=error)
 
 tmp=$(mktemp -d /tmp/boxlite-bench-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export BOXLITE_LIBRARY=$lib
 
-# C: against include/ and target/debug, with an rpath (and the SONAME link, as test-go.sh).
-ln -sfn libboxlite.so "$repo/target/debug/libboxlite.so.0"
+# C: against include/ and target/debug, with an rpath (and the SONAME link, from goenv_setup).
+goenv_setup
 gcc -O2 -Wall -o "$tmp/exec_c" bindings/bench/exec_c.c -I"$repo/include" \
   -L"$repo/target/debug" -lboxlite -Wl,-rpath,"$repo/target/debug"
 
-# Go: through the module's `#cgo pkg-config: boxlite`, set up as scripts/test-go.sh does.
-pc=$repo/target/go-pkgconfig
-mkdir -p "$pc"
-cat >"$pc/boxlite.pc" <<PC
-Name: boxlite
-Description: boxlite in the source tree (target/debug), for the Go binding's tests
-Version: 0.2.0
-Libs: -L$repo/target/debug -lboxlite -Wl,-rpath,$repo/target/debug
-Cflags: -I$repo/include
-PC
-(cd bindings/go && PKG_CONFIG_PATH="$pc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" \
-  GOFLAGS="${GOFLAGS:-} -mod=mod" GOTOOLCHAIN=local GOPROXY=off GOMAXPROCS="${GOMAXPROCS:-2}" \
-  "$GO" build -o "$tmp/boxlite-bench" ./cmd/boxlite-bench)
+# Go: through the module's `#cgo pkg-config: boxlite` (goenv_setup above).
+(cd bindings/go && "$GO" build -o "$tmp/boxlite-bench" ./cmd/boxlite-bench)
 
 results=$tmp/results.jsonl
 : >"$results"

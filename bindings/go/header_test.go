@@ -25,6 +25,8 @@ var notWrapped = map[string]bool{
 	"boxlite_image_list_free": true, "boxlite_runtime_options_set_registry_credentials": true,
 	"boxlite_log_set_callback": true,
 	"boxlite_execution_wait":   true, // deliberately: Wait waits in bounded slices (boxlite_execution_wait_timeout)
+	// deliberately: the callbacks write to the Cmd's io.Writers, whose blocking holds the process back
+	"boxlite_execution_pause_output": true, "boxlite_execution_resume_output": true,
 }
 
 func TestEveryHeaderEntryPointIsWrappedOrListed(t *testing.T) {

@@ -232,6 +232,8 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "boxlite_execution_pid": (ERROR, [POINTER(c_uint32), c_void_p]),
     "boxlite_execution_signal": (ERROR, [c_void_p, c_int32]),
     "boxlite_execution_kill": (ERROR, [c_void_p]),
+    "boxlite_execution_pause_output": (ERROR, [c_void_p]),
+    "boxlite_execution_resume_output": (ERROR, [c_void_p]),
     "boxlite_execution_free": (None, [c_void_p]),
     "boxlite_box_run": (ERROR, [POINTER(c_void_p), c_void_p, c_void_p]),
     "boxlite_output_stdout": (c_void_p, [c_void_p, POINTER(c_size_t)]),
