@@ -213,7 +213,14 @@ impl ExecService {
         let ((), pid, exited) = spawned.map_err(|e| spawn_error(&req.program, &program, e))?;
         drop(theirs); // the child has its copies: EOF comes when it (and its children) close them
 
-        let nonblocking = |fd: OwnedFd| async_fd(fd).map_err(|e| exec_error(ErrorKind::SPAWN_FAILED, format!("pipe setup: {e}")));
+        // The process runs from here on: a failure to set up its pipes must not leave it
+        // running where no record reaches it.
+        let nonblocking = |fd: OwnedFd| {
+            async_fd(fd).map_err(|e| {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                exec_error(ErrorKind::SPAWN_FAILED, format!("pipe setup: {e}"))
+            })
+        };
         let [stdin, stdout, stderr, pty] = ours;
         // With close_stdin the host has nothing to send: dropping our end gives the process EOF.
         let stdin = stdin.filter(|_| !req.close_stdin).map(nonblocking).transpose()?;
