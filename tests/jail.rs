@@ -164,6 +164,28 @@ fn a_vm_whose_async_runtime_shuts_down_leaves_no_cgroup_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_whose_processes_are_stopped_and_continued_keeps_running() {
+    // SIGSTOP interrupts qemu's timed waits (its block thread pool's idle timeout); SIGCONT
+    // resumes them through restart_syscall, which the seccomp policies must allow: without it
+    // qemu was killed by SIGSYS (as by a debugger attaching, a cgroup freezer, `kill -STOP`).
+    let dir = RunDir::new("jail-stop-cont");
+    let vm = boot_jailed(&dir, 256).await;
+    for round in 0..3 {
+        let out = vm.exec_output(ExecCommand::new("sh").args(["-c", "echo $0 > /tmp/round; cat /tmp/round", &round.to_string()])).await;
+        assert_eq!(out.unwrap_or_else(|e| panic!("round {round}: {e}")).stdout, format!("{round}\n").into_bytes());
+        for signal in [libc::SIGSTOP, libc::SIGCONT] {
+            for pid in vm.pids() {
+                // SAFETY: kill(2) on a process of this VM.
+                assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "signal {signal} to {pid}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let out = vm.exec_output(ExecCommand::new("echo").arg("alive")).await.unwrap_or_else(|e| panic!("after stop and continue: {e}"));
+    assert_eq!(out.stdout, b"alive\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cgroup_has_the_vm_limits_and_holds_a_guest_that_touches_all_its_memory() {
     let dir = RunDir::new("jail-memory");
     let vm = boot_jailed(&dir, 256).await;

@@ -62,6 +62,17 @@ fn every_policy_allows_getpid_and_the_probe_exits_cleanly() {
 }
 
 #[test]
+fn every_policy_allows_the_restart_of_an_interrupted_sleep() {
+    // The kernel resumes a timed futex, nanosleep or poll that a signal interrupted (a stop and
+    // continue, a handler) through restart_syscall: a policy without it kills the process.
+    for policy in POLICIES {
+        let out = run(policy, "restart_syscall");
+        assert!(out.status.success(), "restart_syscall under the {policy} policy: {}", describe(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("restart_syscall returned "), "{policy}: {}", describe(&out));
+    }
+}
+
+#[test]
 fn unshare_is_killed_too_and_a_bad_policy_name_is_a_usage_error() {
     for policy in POLICIES {
         let out = run(policy, "unshare");

@@ -8,8 +8,20 @@
 use boxlite_shim::seccomp::{apply_all_threads, apply_prepared, program, Policy};
 
 /// Syscalls the probe can make, and how: each returns an error or does nothing.
-const SYSCALLS: &[&str] =
-    &["getpid", "ptrace", "mount", "umount2", "kexec_load", "bpf", "unshare", "setns", "reboot", "socket_unix", "socket_inet"];
+const SYSCALLS: &[&str] = &[
+    "getpid",
+    "restart_syscall",
+    "ptrace",
+    "mount",
+    "umount2",
+    "kexec_load",
+    "bpf",
+    "unshare",
+    "setns",
+    "reboot",
+    "socket_unix",
+    "socket_inet",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -39,6 +51,8 @@ fn main() {
     let rc = unsafe {
         match syscall {
             "getpid" => libc::syscall(libc::SYS_getpid),
+            // Nothing interrupted to restart: EINTR.
+            "restart_syscall" => libc::syscall(libc::SYS_restart_syscall),
             // PTRACE_PEEKDATA on pid 0: no such tracee.
             "ptrace" => libc::syscall(libc::SYS_ptrace, libc::PTRACE_PEEKDATA, 0, 0, 0),
             // Null source, target and type: EFAULT.
