@@ -285,6 +285,28 @@ async fn the_gateway_is_jailed_and_dies_with_the_box() {
     assert_eq!(forwarded.guest_port, 80);
     assert!(TcpStream::connect(("127.0.0.1", forwarded.host_port)).is_ok(), "the forward's host socket is not listening");
 
+    // Idle, the gateway sleeps: no timer wakes it (it had a 500 ms maintenance tick).
+    let wakeups = || -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{gateway}/task")).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    // The guest's own frames after its boot (IPv6 router solicitations at 0, 4 and 8 s, MLD
+    // reports, duplicate address detection) wake it too: measured after them.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before = wakeups();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let woke = wakeups() - before;
+    assert!(woke <= 1, "the idle gateway woke {woke} times in 4 s");
+
     // kill -9 of the shim takes the gateway with it, and its port is free again.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm.shim_pid() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let alive = wait_gone(&[gateway], Duration::from_secs(10));

@@ -119,6 +119,10 @@ impl Gateway {
         let result = loop {
             let idle = Duration::from_secs(3600);
             let poll_in = if self.stack.link_has_room() { self.stack.poll_delay().unwrap_or(idle) } else { idle };
+            // Maintenance only while there is some (UDP flows to time out, figures to write):
+            // an idle box's gateway sleeps until a frame or a connection comes. Learned
+            // allow-list entries need none: `allows` checks their time, `remember` drops stale ones.
+            let maintenance_due = self.udp.has_open() || !self.stats_file.holds(&self.stats);
             tokio::select! {
                 frame = self.frames_in.recv() => match frame {
                     Some(Ok(frame)) => self.frame(frame),
@@ -128,7 +132,7 @@ impl Gateway {
                 Some(event) = self.events.recv() => self.event(event),
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(poll_in) => {}
-                _ = maintenance.tick() => self.maintain(),
+                _ = maintenance.tick(), if maintenance_due => self.maintain(),
             }
             for _ in 0..EVENTS_PER_TURN {
                 match self.events.try_recv() {

@@ -23,10 +23,15 @@ impl StatsFile {
         StatsFile { file, written: None, last_write: None }
     }
 
+    /// Whether the file holds `stats` already.
+    pub fn holds(&self, stats: &NetworkStats) -> bool {
+        self.written.as_ref() == Some(stats)
+    }
+
     /// Writes `stats` if they changed and the last write is `INTERVAL` old.
     pub fn maybe_write(&mut self, stats: &NetworkStats, now: Instant) {
         let due = self.last_write.is_none_or(|at| now.duration_since(at) >= INTERVAL);
-        if due && self.written.as_ref() != Some(stats) {
+        if due && !self.holds(stats) {
             self.write(stats);
             self.last_write = Some(now);
         }
