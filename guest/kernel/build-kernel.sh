@@ -81,6 +81,16 @@ perl -0pi -e 's/(\t\tvsock->rx_buf_nr\+\+;\n\t\} while \(vq->num_free)\);/$1 \&\
 grep -q 'vsock->rx_buf_nr < 64);' net/vmw_vsock/virtio_transport.c \
   || { echo "build-kernel: the vsock receive-ring patch no longer applies to net/vmw_vsock/virtio_transport.c" >&2; exit 1; }
 
+# Patch 4 (idle cost): no fair server. 6.12's deadline server for CFS tasks arms a 1 s timer
+# whenever a CFS task wakes on an idle CPU; the deferrable timers that run when it fires
+# (vmstat, neighbour tables, ...) wake a kworker, which arms it again: an idle guest woke
+# every second for good (traced: dl_task_timer at 1 Hz). A box runs no real-time tasks, and
+# the classic RT throttling (sched_rt_runtime_us) still bounds them. Runtime 0 is the
+# server's documented "off" (the debugfs knob this kernel does not have).
+sed -i 's/^\t\tu64 runtime =  50 \* NSEC_PER_MSEC;$/\t\tu64 runtime = 0; \/* boxlite patch 4 *\//' kernel/sched/deadline.c
+grep -q 'u64 runtime = 0; /\* boxlite patch 4' kernel/sched/deadline.c \
+  || { echo "build-kernel: the fair-server patch no longer applies to kernel/sched/deadline.c" >&2; exit 1; }
+
 make -s ARCH=x86_64 tinyconfig >/dev/null
 scripts/kconfig/merge_config.sh -m .config "$here/config.fragment" >/dev/null
 make -s ARCH=x86_64 olddefconfig >/dev/null
