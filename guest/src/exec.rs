@@ -117,6 +117,10 @@ fn exec_error(kind: ErrorKind, message: impl Into<String>) -> ExecError {
     ExecError { kind: kind.into(), message: message.into(), ..Default::default() }
 }
 
+fn id_in_use(exec_id: &str) -> ExecError {
+    exec_error(ErrorKind::INVALID_ARGUMENT, format!("exec id {exec_id:?} is in use in this box"))
+}
+
 impl ExecService {
     pub fn new(root: Arc<Root>, reaper: Reaper) -> Self {
         Self { root, reaper, registry: Mutex::default(), next_id: AtomicU64::new(1) }
@@ -137,7 +141,7 @@ impl ExecService {
         } else if !valid_exec_id(&req.exec_id) {
             return Err(exec_error(ErrorKind::INVALID_ARGUMENT, "the exec id is not 1 to 64 of [A-Za-z0-9_-]"));
         } else if self.registry().execs.contains_key(&req.exec_id) {
-            return Err(exec_error(ErrorKind::INVALID_ARGUMENT, format!("exec id {:?} is in use in this box", req.exec_id)));
+            return Err(id_in_use(&req.exec_id));
         } else {
             req.exec_id.clone()
         };
@@ -261,11 +265,13 @@ impl ExecService {
         if let Err(why) = self.registry().admit(&exec_id, exec.clone()) {
             // Nobody could reach this process: it must not run on unseen.
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            let message = match why {
-                NotAdmitted::IdInUse => format!("exec id {exec_id:?} is in use in this box"),
-                NotAdmitted::ReleasedEarly => format!("execution {exec_id:?} was released (its Start cancelled) before it started"),
-            };
-            return Err(exec_error(ErrorKind::INVALID_ARGUMENT, message));
+            return Err(match why {
+                NotAdmitted::IdInUse => id_in_use(&exec_id),
+                NotAdmitted::ReleasedEarly => exec_error(
+                    ErrorKind::INVALID_ARGUMENT,
+                    format!("execution {exec_id:?} was released (its Start cancelled) before it started"),
+                ),
+            });
         }
         Ok((exec_id, exec))
     }

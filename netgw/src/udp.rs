@@ -189,12 +189,12 @@ impl Udp {
         }
     }
 
-    /// Closes the flows and mappings idle for `udp_idle_timeout_ms`.
     /// Whether flows or forward mappings are open: then `sweep` has idle ones to time out.
     pub fn has_open(&self) -> bool {
         !self.flows.is_empty() || !self.mappings.is_empty()
     }
 
+    /// Closes the flows and mappings idle for `udp_idle_timeout_ms`.
     pub fn sweep(&mut self, now: Instant) {
         let timeout = self.idle_timeout();
         let idle = |last: Instant| now.duration_since(last) >= timeout;
