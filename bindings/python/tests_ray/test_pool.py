@@ -136,6 +136,26 @@ def test_a_dead_vm_is_reported_and_replaced(cluster: LocalCluster, make_pool, im
     assert sum(n["vm_deaths"] for n in pool.nodes().values()) >= 2
 
 
+def test_a_recycled_box_keeps_its_group_while_its_replacement_boots(cluster: LocalCluster, make_pool, image: str) -> None:
+    # The sweep after a node death removes every group no live agent reports; a released box
+    # kept warm is replaced by a fresh boot in the same slot, and its group must stay reported
+    # throughout, or the sweep frees the slot under the new warm box.
+    pool = make_pool(image, name="t-refill")
+    box = pool.lease()
+    group, node = box.group_id, box.node_id
+    assert box.exec("true").ok
+    box.release(keep_warm=True)
+    sweeps = 0
+    while pool.nodes()[node]["warm"].get(image, 0) < 1:
+        pool._sweep_groups()
+        sweeps += 1
+        assert sweeps < 2000, "the released box never came back warm"
+    assert sweeps > 1, "the replacement booted before the first sweep: nothing was tested"
+    assert group in live_groups("t-refill") and group in pool.nodes()[node]["groups"]
+    with pool.lease() as again:
+        assert again.warm and again.group_id == group
+
+
 def test_a_driver_that_dies_loses_its_lease_after_the_ttl(cluster: LocalCluster, make_pool, image: str) -> None:
     pool = make_pool(image, name="t-ttl")
     driver = f"""

@@ -75,6 +75,7 @@ class NodeAgent:
         self.runtime: Optional[boxlite.Runtime] = None
         self.home = ""
         self.boxes: Dict[str, _Held] = {}  # box id -> held
+        self.refilling: set = set()  # groups whose box is being removed or replaced: still held
         self.leases: Dict[str, str] = {}  # lease id -> box id
         self.images: Dict[str, str] = {}  # image spec -> cached reference
         self.digests: Dict[str, str] = {}  # image spec -> manifest digest
@@ -141,15 +142,20 @@ class NodeAgent:
             "leases": len(self.leases),
             "warm": warm,
             "base_disks": [img for img in self.digests if self._base_disk_ready(img)],
-            "groups": [h.pg_id for h in self.boxes.values() if h.pg_id],
+            "groups": self._held_groups(),
             "last_boot_failure": self.last_boot_failure,
             "config": self.config,
             **self.counters,
         }
 
+    def _held_groups(self) -> List[str]:
+        # A recycled box's group is held between the old box and its replacement too: the
+        # driver's sweep removes every group no agent reports.
+        return sorted({h.pg_id for h in self.boxes.values() if h.pg_id} | self.refilling)
+
     async def groups(self) -> List[str]:
         """Ids of the placement groups this agent's boxes hold."""
-        return [h.pg_id for h in self.boxes.values() if h.pg_id]
+        return self._held_groups()
 
     async def processes(self) -> List[Tuple[int, str]]:
         """The boxlite processes of this node's home (and this agent's children)."""
@@ -311,24 +317,30 @@ class NodeAgent:
         return True
 
     async def _recycle(self, held: _Held, keep: bool) -> None:
-        await self._run(lambda: [ex.close() for ex in list(held.executions.values())])
-        held.executions.clear()
+        if held.pg_id:
+            self.refilling.add(held.pg_id)
         try:
-            await self._run(held.box.remove, True)
-        except boxlite.BoxliteError:
-            pass
-        await self._run(held.box.close)
-        self.boxes.pop(held.box.id, None)
-        if keep and not self.closing:
+            await self._run(lambda: [ex.close() for ex in list(held.executions.values())])
+            held.executions.clear()
             try:
-                box = await self._boot(held.image)
-            except Exception:
-                keep = False
-            else:
-                self.boxes[box.id] = _Held(box, held.image, held.pg_id, "warm")
-                self.counters["recycled"] += 1
-                return
-        await self._run(_remove_pg, held.pg_id)
+                await self._run(held.box.remove, True)
+            except boxlite.BoxliteError:
+                pass
+            await self._run(held.box.close)
+            self.boxes.pop(held.box.id, None)
+            if keep and not self.closing:
+                try:
+                    box = await self._boot(held.image)
+                except Exception:
+                    keep = False
+                else:
+                    self.boxes[box.id] = _Held(box, held.image, held.pg_id, "warm")
+                    self.counters["recycled"] += 1
+                    return
+            await self._run(_remove_pg, held.pg_id)
+        finally:
+            if held.pg_id:
+                self.refilling.discard(held.pg_id)
 
     async def drop_warm(self, image_other_than: Optional[str]) -> bool:
         """Removes one warm box (of another image than the one given) to free its slot."""

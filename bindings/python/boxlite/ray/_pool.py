@@ -441,10 +441,13 @@ class BoxPool:
     def _fill_warm(self) -> None:
         if self.warm <= 0:
             return
-        refs = []
+        refs, placing = [], []
         for node in self.alive_nodes():
             for _ in range(min(self.warm, node.slots)):
                 pg = self._new_group(node.node_id)
+                placing.append(pg.id.hex())
+                with self._lock:
+                    self._placing.add(pg.id.hex())  # until its agent holds it (see _sweep_groups)
                 try:
                     ray.get(pg.ready(), timeout=self.lease_timeout)
                 except Exception:
@@ -457,6 +460,8 @@ class BoxPool:
                 ray.get(ref, timeout=300)
             except Exception:
                 pass  # counted by its agent as a boot failure; leases boot cold
+        with self._lock:
+            self._placing.difference_update(placing)
 
     # --- calls -----------------------------------------------------------------------
     def _node_alive(self, node_id: str) -> bool:
