@@ -215,17 +215,9 @@ fn oci_and_docker_archives_import_to_the_same_tree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_runs_in_a_box_of_the_debootstrapped_python_image() {
-    let layout = boxlite::runtime::helpers::cache_dir().join("test-images/python");
-    assert!(
-        layout.join("index.json").is_file(),
-        "{} is missing: run scripts/build-python-image.sh (scripts/test.sh does)",
-        layout.display()
-    );
     let dir = RunDir::new("img-python");
-    let rt = runtime(&dir);
-    rt.images().import_layout(&layout, Some("3"), "localhost/boxlite/python:3").unwrap();
-    let python =
-        rt.create_box(BoxOptions { image: Some("localhost/boxlite/python:3".into()), memory_mib: 512, ..Default::default() }).unwrap();
+    let rt = common::qemu_runtime_with_python(&dir);
+    let python = rt.create_box(BoxOptions { image: Some(common::PYTHON_IMAGE.into()), memory_mib: 512, ..Default::default() }).unwrap();
     let out = python
         .exec_output(ExecCommand::new("python3").args(["-c", "import sys, os; print(sum(range(10)), sys.version_info[0], os.getcwd())"]))
         .await

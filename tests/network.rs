@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use boxlite::runtime::network::{AllowRule, NetworkMode, NetworkOptions, NetworkStats, PortForward, Protocol};
-use boxlite::{BoxOptions, BoxliteRuntime, EngineChoice, ExecCommand, RuntimeOptions, Vm};
+use boxlite::{BoxOptions, EngineChoice, ExecCommand, Vm};
 use common::net::{host_ipv4, DnsServer, HttpServer};
 use common::{busybox_root, wait_gone, RunDir};
 
@@ -167,16 +167,8 @@ server.serve_forever()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_udp_forwards_reach_servers_in_boxes() {
-    let layout = boxlite::runtime::helpers::cache_dir().join("test-images/python");
-    assert!(
-        layout.join("index.json").is_file(),
-        "{} is missing: run scripts/build-python-image.sh (scripts/test.sh does)",
-        layout.display()
-    );
     let dir = RunDir::new("net-forward");
-    let rt =
-        BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu, ..Default::default() }).unwrap();
-    rt.images().import_layout(&layout, Some("3"), "localhost/boxlite/python:3").unwrap();
+    let rt = common::qemu_runtime_with_python(&dir);
     let forwards = vec![PortForward::parse("0:8000").unwrap(), PortForward::parse("0:9999/udp").unwrap()];
     // Forwards work in every mode: the second box has no outbound network at all.
     let modes = [NetworkMode::Outbound, NetworkMode::None];
@@ -185,7 +177,7 @@ async fn tcp_and_udp_forwards_reach_servers_in_boxes() {
         let network = NetworkOptions { mode, port_forwards: forwards.clone(), ..Default::default() };
         let options = BoxOptions {
             name: Some(format!("web{i}")),
-            image: Some("localhost/boxlite/python:3".into()),
+            image: Some(common::PYTHON_IMAGE.into()),
             memory_mib: 384,
             network,
             ..Default::default()

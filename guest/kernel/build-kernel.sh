@@ -91,6 +91,15 @@ sed -i 's/^\t\tu64 runtime =  50 \* NSEC_PER_MSEC;$/\t\tu64 runtime = 0; \/* box
 grep -q 'u64 runtime = 0; /\* boxlite patch 4' kernel/sched/deadline.c \
   || { echo "build-kernel: the fair-server patch no longer applies to kernel/sched/deadline.c" >&2; exit 1; }
 
+# Patch 5 (streaming): vsock packets stay linear. 6.12 allocates a packet over ~32 KiB
+# (PAGE_ALLOC_COSTLY_ORDER) as a paged skb, sent as a header plus several data descriptors;
+# vhost-device-vsock 0.3 (virtio-vsock 0.10) reads one data descriptor and drops such a
+# packet without returning it, so the sender's credit runs out and the stream stops for good.
+# Capping a packet at what fits linearly lets any guest writer use any write size.
+perl -0pi -e 's/\tu32 max_skb_len = VIRTIO_VSOCK_MAX_PKT_BUF_SIZE;\n/\tu32 max_skb_len = min_t(u32, VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, \/* boxlite patch 5 *\/\n\t\t\t\t  SKB_WITH_OVERHEAD(PAGE_SIZE << PAGE_ALLOC_COSTLY_ORDER) -\n\t\t\t\t  VIRTIO_VSOCK_SKB_HEADROOM);\n/' net/vmw_vsock/virtio_transport_common.c
+grep -q 'boxlite patch 5' net/vmw_vsock/virtio_transport_common.c \
+  || { echo "build-kernel: the linear-packet patch no longer applies to net/vmw_vsock/virtio_transport_common.c" >&2; exit 1; }
+
 make -s ARCH=x86_64 tinyconfig >/dev/null
 scripts/kconfig/merge_config.sh -m .config "$here/config.fragment" >/dev/null
 make -s ARCH=x86_64 olddefconfig >/dev/null

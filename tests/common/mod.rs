@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use boxlite::{DiskFormat, EngineChoice, RootDisk, Vm, VmOptions};
+use boxlite::{BoxliteRuntime, DiskFormat, EngineChoice, RootDisk, RuntimeOptions, Vm, VmOptions};
 
 pub mod net;
 pub mod registry;
@@ -86,6 +86,24 @@ pub fn busybox_root() -> RootDisk {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/guest/busybox-rootfs.ext4");
     assert!(path.is_file(), "{} is missing: run scripts/build-test-rootfs.sh (scripts/test.sh does)", path.display());
     RootDisk { path, format: DiskFormat::Raw, read_only: true }
+}
+
+/// The reference [`qemu_runtime_with_python`] imports the Python test image as.
+pub const PYTHON_IMAGE: &str = "localhost/boxlite/python:3";
+
+/// A qemu runtime in `dir`'s home with the Python test image (scripts/build-python-image.sh)
+/// imported as [`PYTHON_IMAGE`].
+pub fn qemu_runtime_with_python(dir: &RunDir) -> BoxliteRuntime {
+    let layout = boxlite::runtime::helpers::cache_dir().join("test-images/python");
+    assert!(
+        layout.join("index.json").is_file(),
+        "{} is missing: run scripts/build-python-image.sh (scripts/test.sh does)",
+        layout.display()
+    );
+    let rt =
+        BoxliteRuntime::new(RuntimeOptions { home: Some(dir.0.join("home")), engine: EngineChoice::Qemu, ..Default::default() }).unwrap();
+    rt.images().import_layout(&layout, Some("3"), PYTHON_IMAGE).unwrap();
+    rt
 }
 
 /// Boots with the qemu engine and the busybox root disk.

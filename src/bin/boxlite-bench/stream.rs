@@ -10,13 +10,11 @@
 //!   kernel, the virtio-vsock device, the backend and one unix socket. (A guest-dialled
 //!   connection to a host listener on `vsock.sock_<port>` never arrived in a try here, so the
 //!   host dials.)
-//!   Why 16 KiB: the guest kernel (Linux 6.12) sends a vsock packet over ~32 KiB as a
-//!   header plus several data descriptors; virtio-vsock 0.10 (in vhost-device-vsock 0.3)
-//!   reads one data descriptor only and the backend drops such a packet without returning
-//!   it, so its bytes never arrive, the guest's credit runs out and the stream stops for
-//!   good (1 MiB `sendall`s: no byte in 90 s). 16 KiB packets are always linear, and the
-//!   agent caps its writes there too (docs/performance.md has the measurements).
-//!   `BOXLITE_BENCH_RAW_WRITE=<bytes>` overrides the size (e.g. 1048576 shows the stall).
+//!   Why 16 KiB: the agent writes so (see `GUEST_VSOCK_MAX_WRITE`). An unpatched Linux
+//!   6.12 sends a vsock packet over ~32 KiB as a header plus several data descriptors,
+//!   which vhost-device-vsock 0.3 drops, and the stream stops for good; our kernel keeps
+//!   packets linear (patch 5), so `BOXLITE_BENCH_RAW_WRITE=<bytes>` may set any size
+//!   (1 MiB `sendall`s measured no faster: 85 against 84 MB/s).
 //! - python3 writing the same zeros to its stdout (1 MiB writes: a pipe takes them) through
 //!   our exec stream, in the same box, so that the two differ in the path the bytes take.
 //! - host pipe: `head -c 1G /dev/zero | cat > /dev/null`.
