@@ -98,6 +98,7 @@ pub fn configure_interface(network: &Network) {
         return;
     }
     let Network { addr, prefix_len, gateway, .. } = *network;
+    disable_ipv6();
     let result = sys::set_interface_ipv4(INTERFACE, addr, network.netmask())
         .map_err(|e| format!("set its address {addr}/{prefix_len}: {e}"))
         .and_then(|()| sys::set_interface_up(INTERFACE).map_err(|e| format!("bring it up: {e}")))
@@ -105,6 +106,18 @@ pub fn configure_interface(network: &Network) {
     match result {
         Ok(()) => log!("network: {INTERFACE} {addr}/{prefix_len}, default route via {gateway}"),
         Err(e) => log!("network: cannot configure {INTERFACE}: {e}; the box's network will not work"),
+    }
+}
+
+/// No IPv6 on eth0: the gateway carries IPv4 only, and an IPv6 interface sends frames for
+/// good (router solicitations at a doubling interval, MLD reports), each waking the
+/// gateway and the host. Before the interface goes up, so not even the first ones leave.
+fn disable_ipv6() {
+    let knob = format!("/proc/sys/net/ipv6/conf/{INTERFACE}/disable_ipv6");
+    match std::fs::write(&knob, "1") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // a kernel without IPv6
+        Err(e) => log!("network: cannot turn IPv6 off on {INTERFACE} ({knob}: {e}); it will send IPv6 frames the gateway drops"),
     }
 }
 
