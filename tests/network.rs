@@ -293,8 +293,8 @@ async fn the_gateway_is_jailed_and_dies_with_the_box() {
     };
     // The guest's own frames would wake it too, but an idle guest sends none: eth0 has no
     // IPv6 (its router solicitations went on for good, at a doubling interval). The 500 ms
-    // tick made 18 wakeups in this window.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // tick made 18 wakeups in this window. 3 s first: the forward's connection above is over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = wakeups();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let woke = wakeups() - before;
