@@ -6,10 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use boxlite::runtime::agent::open_guest_stream;
+use boxlite::runtime::spec::HostToGuestEndpoint;
 use boxlite::{BoxOptions, ExecCommand, NetworkMode, NetworkOptions};
 use common::{qemu_runtime_with_python, RunDir, PYTHON_IMAGE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::AsyncReadExt;
 
 const PORT: u32 = 5001;
 const WRITE: usize = 4 << 20;
@@ -53,14 +54,9 @@ async fn a_guest_programs_large_vsock_writes_all_arrive() {
 
     // The host reaches a guest port the way the library reaches the agent: through the vsock
     // backend's socket, `CONNECT <port>`, answered `OK <port>`.
-    let mut stream = UnixStream::connect(lite.dir().join("vmm/vsock.sock")).await.expect("connect to the vsock backend");
-    stream.write_all(format!("CONNECT {PORT}\n").as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while reply.len() < 64 && stream.read(&mut byte).await.unwrap() == 1 && byte[0] != b'\n' {
-        reply.push(byte[0]);
-    }
-    assert!(reply.starts_with(b"OK "), "the backend answered {:?}", String::from_utf8_lossy(&reply));
+    let endpoint = HostToGuestEndpoint { socket: lite.dir().join("vmm/vsock.sock"), connect_line: Some(format!("CONNECT {PORT}\n")) };
+    let connect = tokio::time::timeout(Duration::from_secs(10), open_guest_stream(&endpoint));
+    let mut stream = connect.await.expect("no answer to CONNECT within 10 s").expect("a stream to the sender's port");
 
     // Unpatched, the first packet over ~32 KiB is dropped by the backend and nothing more
     // arrives: the count says where it stopped.

@@ -36,21 +36,10 @@ impl AgentClient {
     /// Connects to the agent's port. Fails fast (rather than hanging) when the guest is not
     /// listening yet, so that callers can retry until their deadline.
     pub async fn connect(endpoint: &HostToGuestEndpoint, timeout: Duration) -> Result<AgentClient, String> {
-        let connect = async {
-            let mut stream =
-                UnixStream::connect(&endpoint.socket).await.map_err(|e| format!("connect {}: {e}", endpoint.socket.display()))?;
-            if let Some(line) = &endpoint.connect_line {
-                stream.write_all(line.as_bytes()).await.map_err(|e| format!("send {line:?}: {e}"))?;
-                let reply = read_line(&mut stream).await?;
-                if !reply.starts_with("OK ") {
-                    return Err(format!("vsock backend answered {reply:?} to {:?}", line.trim_end()));
-                }
-            }
-            Ok(AgentClient::over(stream))
-        };
-        tokio::time::timeout(timeout, connect)
+        tokio::time::timeout(timeout, open_guest_stream(endpoint))
             .await
             .unwrap_or_else(|_| Err(format!("no answer from {} within {timeout:?}", endpoint.socket.display())))
+            .map(AgentClient::over)
     }
 
     pub async fn ping(&self, timeout: Duration) -> Result<PingResponse, String> {
@@ -94,6 +83,21 @@ impl AgentClient {
     pub(crate) fn files(&self) -> &FilesClient {
         &self.files
     }
+}
+
+/// A stream to a guest port: the endpoint's socket, through the vsock backend's
+/// `CONNECT <port>` handshake where it has one. What follows the `OK` line is the guest's.
+/// Unbounded in time: callers put their deadline around it.
+pub async fn open_guest_stream(endpoint: &HostToGuestEndpoint) -> Result<UnixStream, String> {
+    let mut stream = UnixStream::connect(&endpoint.socket).await.map_err(|e| format!("connect {}: {e}", endpoint.socket.display()))?;
+    if let Some(line) = &endpoint.connect_line {
+        stream.write_all(line.as_bytes()).await.map_err(|e| format!("send {line:?}: {e}"))?;
+        let reply = read_line(&mut stream).await?;
+        if !reply.starts_with("OK ") {
+            return Err(format!("vsock backend answered {reply:?} to {:?}", line.trim_end()));
+        }
+    }
+    Ok(stream)
 }
 
 /// A ttrpc call context with a deadline: every request to the guest carries one.

@@ -25,6 +25,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use boxlite::runtime::agent::open_guest_stream;
+use boxlite::runtime::spec::HostToGuestEndpoint;
 use boxlite::{EngineKind, ExecCommand, LiteBox};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -270,33 +272,15 @@ async fn raw_vsock(lite_box: &LiteBox, mib: u32) -> Result<Measured, String> {
 /// Connects to guest port RAW_PORT through the backend's socket, retrying until the guest
 /// program listens (the backend refuses until then), for up to a minute.
 async fn connect_when_listening(socket: &Path) -> Result<tokio::net::UnixStream, String> {
-    use tokio::io::AsyncWriteExt;
+    let endpoint = HostToGuestEndpoint { socket: socket.to_path_buf(), connect_line: Some(format!("CONNECT {RAW_PORT}\n")) };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::from("never tried");
     while Instant::now() < deadline {
-        match tokio::net::UnixStream::connect(socket).await {
-            Err(e) => last = format!("connect {}: {e}", socket.display()),
-            Ok(mut stream) => {
-                stream.write_all(format!("CONNECT {RAW_PORT}\n").as_bytes()).await.map_err(|e| format!("send CONNECT: {e}"))?;
-                // Byte by byte up to the newline: what follows it is the data. Bounded in
-                // length and in time (a refused CONNECT may get no answer at all).
-                let mut reply = Vec::new();
-                let answer = tokio::time::timeout(Duration::from_secs(5), async {
-                    let mut byte = [0u8; 1];
-                    while reply.len() < 64 && stream.read(&mut byte).await.map_err(|e| format!("read reply: {e}"))? == 1 && byte[0] != b'\n'
-                    {
-                        reply.push(byte[0]);
-                    }
-                    Ok::<_, String>(())
-                })
-                .await;
-                match answer {
-                    Ok(Ok(())) if reply.starts_with(b"OK ") => return Ok(stream),
-                    Ok(Ok(())) => last = format!("the backend answered {:?}", String::from_utf8_lossy(&reply)),
-                    Ok(Err(e)) => last = e,
-                    Err(_) => last = format!("no answer to CONNECT {RAW_PORT} within 5 s"),
-                }
-            }
+        // Bounded per try: a refused CONNECT may get no answer at all.
+        match tokio::time::timeout(Duration::from_secs(5), open_guest_stream(&endpoint)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = format!("no answer to CONNECT {RAW_PORT} within 5 s"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
